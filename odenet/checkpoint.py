@@ -1,0 +1,87 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, errors in one sentence.
+
+A checkpoint is a dict of plain data and tensors (torchvision's reference layout):
+``model``, ``optimizer``, ``scheduler``, ``epoch`` (completed), ``step``, ``rng``,
+``config`` (the resolved config as a plain dict) and ``metrics``. Nothing in it needs
+pickle's arbitrary-object loading, so every load uses ``weights_only=True``, which refuses
+malicious pickles instead of executing them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "odenet-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through ``write(file)`` to a temporary file, fsync it, then rename it over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **state}, fh))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and sanity-check an odenet checkpoint.
+
+    Raises:
+        CheckpointError: missing, truncated, not a checkpoint, or holding objects that
+            ``weights_only`` loading refuses (e.g. a pickle that would run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs keep last.pt and best.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"checkpoint {path} holds objects that safe loading refuses ({_first_line(exc)}); "
+                              f"it was not written by odenet, and loading it could run code") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(exc)}); use another "
+                              f"checkpoint (best.pt or last.pt) or retrain") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an odenet checkpoint (no '{FORMAT}' marker); pass a last.pt or "
+                              f"best.pt from a run directory")
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

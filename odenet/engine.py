@@ -1,0 +1,131 @@
+"""One training step, one training epoch, one evaluation — each returns its measurements as data.
+
+Nothing here writes files; callers hand the returned dicts to a logger. Keys are the
+project-wide names: ``loss``, ``acc``, ``nfe_forward``, ``nfe_backward``, ``nfe_backprop``,
+``steps_accepted``, ``steps_rejected``, ``act_mem_mb``, ``peak_mem_mb`` (CUDA only),
+``time_step_ms`` = ``time_forward_ms`` + ``time_backward_ms`` + optimizer time,
+``time_data_ms``; evaluation reports ``time_ms`` per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odenet.measure import Clock, SavedTensorMeter, peak_mem_mb, reset_peak
+from odenet.models.ode import read_nfe
+
+
+def flat_nfe(stats: dict) -> dict[str, float]:
+    """read_nfe's dict → flat metric keys; per-block keys (``nfe_forward/<block>``) only with several blocks."""
+    if not stats:
+        return {}
+    row = {k: v for k, v in stats.items() if k != "blocks"}
+    if len(stats["blocks"]) > 1:
+        for name, block in stats["blocks"].items():
+            for key in ("nfe_forward", "nfe_backward"):
+                row[f"{key}/{name}"] = block[key]
+    return row
+
+
+def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+               params: Iterable[torch.Tensor]) -> dict[str, float]:
+    """Forward, backward and optimizer step on one batch already on the model's device."""
+    device = images.device
+    clock = Clock(device)
+    read_nfe(model, reset=True)  # whatever an earlier phase left must not count here
+    reset_peak(device)
+    t0 = clock.now()
+    with SavedTensorMeter(exclude=params) as meter:
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+    t1 = clock.now()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    t2 = clock.now()
+    optimizer.step()
+    t3 = clock.now()
+    row = {
+        "loss": loss.item(),
+        "acc": (logits.argmax(1) == labels).float().mean().item(),
+        "time_step_ms": (t3 - t0) * 1e3,
+        "time_forward_ms": (t1 - t0) * 1e3,
+        "time_backward_ms": (t2 - t1) * 1e3,
+        "act_mem_mb": meter.mb,
+    }
+    peak = peak_mem_mb(device)
+    if peak is not None:
+        row["peak_mem_mb"] = peak
+    row.update(flat_nfe(read_nfe(model)))
+    return row
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device, *,
+                    limit: int | None = None, on_step: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Train over ``loader`` (at most ``limit`` batches); ``on_step`` gets each step's row as it happens."""
+    model.train()
+    params = list(model.parameters())
+    clock = Clock(device)
+    rows = []
+    batches = iter(loader)
+    for index in range(len(loader) if limit is None else min(limit, len(loader))):
+        t0 = clock.now()
+        images, labels = next(batches)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        time_data_ms = (clock.now() - t0) * 1e3
+        row = train_step(model, images, labels, optimizer, params)
+        row["time_data_ms"] = time_data_ms
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        rows.append(row)
+        on_step(row)
+    return rows
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit: int | None = None) -> dict:
+    """Loss and accuracy over the loader, with per-batch NFE (mean, min, max), time and memory."""
+    was_training = model.training
+    model.eval()
+    clock = Clock(device)
+    loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
+    per_batch: list[dict] = []
+    read_nfe(model, reset=True)
+    for index, (images, labels) in enumerate(loader):
+        if limit is not None and index >= limit:
+            break
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        reset_peak(device)
+        t0 = clock.now()
+        logits = model(images)
+        elapsed_batch = clock.now() - t0
+        elapsed += elapsed_batch
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        batch = {"time_ms": elapsed_batch * 1e3, **flat_nfe(read_nfe(model))}
+        peak = peak_mem_mb(device)
+        if peak is not None:
+            batch["peak_mem_mb"] = peak
+        per_batch.append(batch)
+    model.train(was_training)
+    if not seen:
+        raise ValueError("the test loader yielded no batches; check --limit-test-batches and the dataset")
+    return summarize_eval(loss_sum / seen, correct / seen, seen, elapsed, per_batch)
+
+
+def summarize_eval(loss: float, acc: float, seen: int, elapsed: float, per_batch: list[dict]) -> dict:
+    """Per-batch measurements → means, plus min/max of nfe_forward and the peak of peak_mem_mb."""
+    out = {"loss": loss, "acc": acc, "images": seen, "images_per_s": seen / elapsed if elapsed else float("nan")}
+    keys = [k for k in per_batch[0] if not k.startswith(("nfe_backward", "nfe_backprop", "steps_accepted_b",
+                                                         "steps_rejected_b"))]
+    for key in keys:
+        values = [b[key] for b in per_batch]
+        out[key] = max(values) if key == "peak_mem_mb" else sum(values) / len(values)
+    if "nfe_forward" in out:
+        out["nfe_forward_min"] = min(b["nfe_forward"] for b in per_batch)
+        out["nfe_forward_max"] = max(b["nfe_forward"] for b in per_batch)
+    return out

@@ -1,0 +1,100 @@
+"""Measurements of one phase (a training step, an evaluation batch): memory and time.
+
+``act_mem_mb`` is the size of the tensors autograd saves for backward, counted through
+``torch.autograd.graph.saved_tensors_hooks``. It is what an ODE-Net's memory claim is
+about (adjoint O(1) in the number of solver steps, direct backprop O(NFE), ResNet
+O(depth)), it is exact on every device including the CPU, and it does not depend on the
+caching allocator. Each storage counts once however many ops save it, and parameters are
+left out (they are resident whatever the method).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Iterable
+
+import torch
+
+MB = 2 ** 20
+
+
+class SavedTensorMeter:
+    """Context manager summing the bytes of distinct storages saved for backward inside it.
+
+    Args:
+        exclude: tensors whose storages are not activations (the model's parameters).
+    """
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
+        self._exclude = {_storage_key(t) for t in exclude}
+        self._seen: set[tuple[int, int]] = set()
+        self.bytes = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        try:
+            key = _storage_key(tensor)
+            nbytes = tensor.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. fake/meta under compile)
+            return tensor
+        if key not in self._seen and key not in self._exclude:
+            self._seen.add(key)
+            self.bytes += nbytes
+        return tensor
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / MB
+
+    def __enter__(self) -> "SavedTensorMeter":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[int, int]:
+    storage = tensor.untyped_storage()
+    return (storage.data_ptr(), tensor.device.index if tensor.device.index is not None else -1)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so that a timer reads the work's time, not its launch time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Wall-clock reader that synchronises the device first."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def now(self) -> float:
+        sync(self.device)
+        return time.perf_counter()
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mem_mb(device: torch.device) -> float | None:
+    """CUDA max-allocated bytes since the last :func:`reset_peak`, in MiB; ``None`` off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / MB
+
+
+def rss_peak_mb() -> float:
+    """Peak resident set size of this process so far (never resets), in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

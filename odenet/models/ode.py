@@ -1,0 +1,260 @@
+"""The ODE block: a residual stack replaced by dx/dt = f(t, x) solved with torchdiffeq.
+
+Every evaluation of f and every solver step is tallied here, by phase, so the numbers a
+run reports are exact rather than estimated:
+
+* ``nfe_forward``  — evaluations while the block's forward solve runs (training or eval),
+  including the two evaluations adaptive solvers spend choosing the first step size
+  (f(t0, x0) and one trial evaluation, torchdiffeq's ``_select_initial_step``).
+* ``nfe_backward`` — evaluations made after the forward solve returned, i.e. by the adjoint
+  ODE solved during ``loss.backward()``. Always 0 with direct backpropagation.
+* ``nfe_backprop`` — forward evaluations recorded with autograd on, i.e. the evaluations
+  direct backpropagation differentiates through. 0 with the adjoint (its forward solve runs
+  under ``no_grad``) and in evaluation.
+
+Phases are told apart by where the call happens (inside or outside ``ODEBlock.forward``),
+not by a flag a training loop must remember to set, so evaluation passes cannot leak into
+training counts and nothing depends on call order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
+
+ADAPTIVE_SOLVERS = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
+FIXED_SOLVERS = ("euler", "explicit_adams", "heun2", "heun3", "implicit_adams", "midpoint", "rk4")
+SOLVERS = tuple(sorted(s for s in ADAPTIVE_SOLVERS + FIXED_SOLVERS if s in TORCHDIFFEQ_SOLVERS))
+
+
+def is_adaptive(method: str) -> bool:
+    return method in ADAPTIVE_SOLVERS
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """How an ODE block integrates over t ∈ [0, t1].
+
+    Attributes:
+        method: a torchdiffeq method; adaptive ones use ``rtol``/``atol``, fixed-grid ones ``steps``.
+        adjoint: backpropagate by solving the adjoint ODE (O(1) memory in the number of
+            steps) instead of through the solver's operations.
+        adjoint_rtol, adjoint_atol: tolerances of the adjoint solve; ``None`` = forward ones.
+        seminorm: measure the adjoint's error on the state and adjoint only, not on the
+            parameter integrals (Kidger et al. 2021, "Hey, that's not an ODE"), which
+            usually cuts backward NFE.
+        max_num_steps: adaptive solvers give up after this many steps (a guard against
+            runaway stiffness) with torchdiffeq's "max_num_steps exceeded" error.
+        steps: number of equal steps of a fixed-grid solver.
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    adjoint: bool = False
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    seminorm: bool = False
+    max_num_steps: int | None = None
+    steps: int | None = None
+    t1: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in SOLVERS:
+            raise ValueError(f"unknown solver {self.method!r}; valid solvers: {', '.join(SOLVERS)}")
+        for name in ("rtol", "atol", "adjoint_rtol", "adjoint_atol", "t1"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not is_adaptive(self.method) and (self.steps is None or self.steps < 1):
+            raise ValueError(f"fixed-step solver {self.method!r} needs steps >= 1 (--steps N), got {self.steps}")
+        if self.max_num_steps is not None and self.max_num_steps < 1:
+            raise ValueError(f"max_num_steps must be >= 1, got {self.max_num_steps}")
+        if self.seminorm and not (self.adjoint and is_adaptive(self.method)):
+            raise ValueError("seminorm changes the error norm of an adaptive adjoint solve; use it with --adjoint "
+                             "and an adaptive solver")
+
+    def options(self) -> dict:
+        """torchdiffeq ``options`` for the forward solve."""
+        if is_adaptive(self.method):
+            return {} if self.max_num_steps is None else {"max_num_steps": self.max_num_steps}
+        steps = self.steps
+        # An explicit grid rather than ``step_size``: torchdiffeq builds the grid from
+        # ceil(T / step_size + 1), which floating-point error can turn into one extra
+        # zero-length step (and 4 extra RK4 evaluations) for step sizes like 1/3.
+        return {"grid_constructor": lambda func, y0, t: torch.linspace(
+            float(t[0]), float(t[-1]), steps + 1, dtype=t.dtype, device=t.device)}
+
+    def adjoint_kwargs(self) -> dict:
+        options = self.options()
+        if self.seminorm:
+            options["norm"] = "seminorm"
+        return {"adjoint_rtol": self.adjoint_rtol or self.rtol, "adjoint_atol": self.adjoint_atol or self.atol,
+                "adjoint_options": options}
+
+
+@dataclass
+class SolverStats:
+    """Counters of one ODE block since its last reset (see the module docstring)."""
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    nfe_backprop: int = 0
+    steps_attempted: int = 0
+    steps_accepted: int = 0
+    steps_rejected: int = 0
+    steps_attempted_backward: int = 0
+    steps_accepted_backward: int = 0
+    steps_rejected_backward: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters users see; fixed-grid solvers accept every step they attempt."""
+        fwd_judged = self.steps_accepted + self.steps_rejected
+        bwd_judged = self.steps_accepted_backward + self.steps_rejected_backward
+        return {
+            "nfe_forward": self.nfe_forward,
+            "nfe_backward": self.nfe_backward,
+            "nfe_backprop": self.nfe_backprop,
+            "steps_accepted": self.steps_accepted if fwd_judged else self.steps_attempted,
+            "steps_rejected": self.steps_rejected,
+            "steps_accepted_backward": self.steps_accepted_backward if bwd_judged else self.steps_attempted_backward,
+            "steps_rejected_backward": self.steps_rejected_backward,
+        }
+
+    def reset(self) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, 0)
+
+
+STAT_KEYS = tuple(SolverStats().as_dict())
+
+
+class _CountedField(nn.Module):
+    """Calls the field and tallies the call and torchdiffeq's step callbacks into ``stats``.
+
+    torchdiffeq looks the callbacks up by name on the function it integrates (>= 0.2.1) and
+    warns about ones a solver does not call, so fixed-grid solvers get this class (steps
+    only) and adaptive ones :class:`_CountedAdaptiveField` (accepted/rejected too).
+    """
+
+    def __init__(self, func: nn.Module, stats: SolverStats) -> None:
+        super().__init__()
+        self.func = func
+        self.stats = stats
+        self.solving_forward = False
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.solving_forward:
+            self.stats.nfe_forward += 1
+            self.stats.nfe_backprop += torch.is_grad_enabled()
+        else:
+            self.stats.nfe_backward += 1
+        return self.func(t, x)
+
+    def callback_step(self, t0, y0, dt) -> None:
+        self.stats.steps_attempted += 1
+
+    def callback_step_adjoint(self, t0, y0, dt) -> None:
+        self.stats.steps_attempted_backward += 1
+
+
+class _CountedAdaptiveField(_CountedField):
+    def callback_accept_step(self, t0, y0, dt) -> None:
+        self.stats.steps_accepted += 1
+
+    def callback_reject_step(self, t0, y0, dt) -> None:
+        self.stats.steps_rejected += 1
+
+    def callback_accept_step_adjoint(self, t0, y0, dt) -> None:
+        self.stats.steps_accepted_backward += 1
+
+    def callback_reject_step_adjoint(self, t0, y0, dt) -> None:
+        self.stats.steps_rejected_backward += 1
+
+
+class ODEBlock(nn.Module):
+    """Maps x to the solution at t1 of dx/dt = func(t, x), x(0) = x.
+
+    Args:
+        func: an ``nn.Module`` called as ``func(t, x)``; its parameters are the ones the
+            adjoint differentiates.
+        solver: how to integrate; change it later only through :func:`set_solver`.
+    """
+
+    def __init__(self, func: nn.Module, solver: SolverSettings | None = None, **solver_kw) -> None:
+        super().__init__()
+        self.func = func
+        self.stats = SolverStats()
+        self.register_buffer("t", torch.zeros(2), persistent=False)
+        self.configure(solver if solver is not None else SolverSettings(**solver_kw))
+
+    def configure(self, solver: SolverSettings) -> None:
+        """Replace the solver settings (the one place they change after construction)."""
+        self.solver = solver
+        self.t[1] = solver.t1  # (2,) integration interval [0, t1], kept on the block's device
+        counted = _CountedAdaptiveField if is_adaptive(solver.method) else _CountedField
+        # Not registered as a submodule: state-dict keys stay ``func.*`` and the wrapper owns no parameters.
+        object.__setattr__(self, "_counted", counted(self.func, self.stats))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, t = self.solver, self.t
+        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": s.method, "options": s.options()}
+        self._counted.solving_forward = True
+        try:
+            if s.adjoint and torch.is_grad_enabled():
+                out = odeint_adjoint(self._counted, x, t, adjoint_params=tuple(self.func.parameters()),
+                                     **s.adjoint_kwargs(), **kwargs)
+            else:
+                # Without autograd the adjoint's forward pass is exactly this solve.
+                out = odeint(self._counted, x, t, **kwargs)
+        finally:
+            self._counted.solving_forward = False
+        return out[-1]
+
+    def extra_repr(self) -> str:
+        return f"solver={self.solver}"
+
+
+def ode_blocks(model: nn.Module) -> dict[str, ODEBlock]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, ODEBlock)}
+
+
+def read_nfe(model: nn.Module, *, reset: bool = True) -> dict:
+    """Read (and by default reset) the solver counters of every ODE block in ``model``.
+
+    Returns:
+        ``{}`` for a model without ODE blocks; otherwise the counters of
+        :class:`SolverStats` summed over blocks (``nfe_forward``, ``nfe_backward``,
+        ``nfe_backprop``, ``steps_accepted``, ``steps_rejected`` and their ``_backward``
+        twins) plus ``"blocks"``: the same counters per block, keyed by module name.
+        Reset after each training step and each evaluation batch so that no count leaks
+        across batches or phases.
+    """
+    blocks = ode_blocks(model)
+    if not blocks:
+        return {}
+    per_block = {name: block.stats.as_dict() for name, block in blocks.items()}
+    if reset:
+        for block in blocks.values():
+            block.stats.reset()
+    total = {key: sum(stats[key] for stats in per_block.values()) for key in STAT_KEYS}
+    total["blocks"] = per_block
+    return total
+
+
+def set_solver(model: nn.Module, **changes) -> None:
+    """Change the solver settings of every ODE block (e.g. a test-time tolerance sweep).
+
+    ``changes`` are :class:`SolverSettings` fields; ``tol`` sets ``rtol`` and ``atol`` together.
+    """
+    if "tol" in changes:
+        tol = changes.pop("tol")
+        changes.update(rtol=tol, atol=tol)
+    for block in ode_blocks(model).values():
+        block.configure(dataclasses.replace(block.solver, **changes))

@@ -1,0 +1,56 @@
+"""The backbones of Chen et al. 2018, Table 1 (MNIST): mlp, resnet, rknet, odenet.
+
+Parameter counts on MNIST equal torchdiffeq's ``examples/odenet_mnist.py`` (conv downsampling):
+mlp 238,510; resnet 576,778; odenet and rknet 208,266.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from odenet.models.layers import ConvODEField, PreActBlock, paper_head, paper_stem
+from odenet.models.ode import ODEBlock, SolverSettings
+from odenet.models.registry import Classifier, register_backbone
+
+
+@register_backbone("mlp")
+def mlp(*, in_channels: int, num_classes: int, image_size: int = 28, hidden: int = 300) -> Classifier:
+    """One hidden layer (784-300-10 on MNIST)."""
+    return Classifier(nn.Flatten(), nn.Sequential(nn.Linear(in_channels * image_size ** 2, hidden), nn.ReLU()),
+                      nn.Linear(hidden, num_classes))
+
+
+@register_backbone("resnet")
+def resnet(*, in_channels: int, num_classes: int, width: int = 64, depth: int = 6, image_size: int = 28) -> Classifier:
+    """Stem + ``depth`` pre-activation residual blocks + head."""
+    del image_size  # the conv stem adapts to any size
+    return Classifier(paper_stem(in_channels, width), nn.Sequential(*[PreActBlock(width) for _ in range(depth)]),
+                      paper_head(width, num_classes))
+
+
+@register_backbone("odenet", ode=True)
+def odenet(*, in_channels: int, num_classes: int, solver: SolverSettings | None = None, width: int = 64,
+           image_size: int = 28) -> Classifier:
+    """Stem + one ODE block in place of the residual blocks + head."""
+    del image_size
+    return Classifier(paper_stem(in_channels, width), ODEBlock(ConvODEField(width), solver or SolverSettings()),
+                      paper_head(width, num_classes))
+
+
+RKNET_STEPS = 6
+
+
+@register_backbone("rknet", ode=True)
+def rknet(*, in_channels: int, num_classes: int, solver: SolverSettings | None = None, width: int = 64,
+          image_size: int = 28) -> Classifier:
+    """RK-Net: the ODE-Net field integrated by fixed RK4 steps and backpropagated directly.
+
+    ``solver`` may only choose the number of steps (and t1); anything but direct RK4 is an ODE-Net.
+    """
+    del image_size
+    solver = solver or SolverSettings(method="rk4", steps=RKNET_STEPS)
+    if solver.method != "rk4" or solver.adjoint:
+        raise ValueError("rknet is fixed-step RK4 with direct backpropagation; for other solvers or the adjoint use "
+                         "--backbone odenet --solver ...")
+    return Classifier(paper_stem(in_channels, width), ODEBlock(ConvODEField(width), solver),
+                      paper_head(width, num_classes))

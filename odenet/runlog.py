@@ -1,0 +1,77 @@
+"""Run directories and the one place that writes measurements: metrics.jsonl and TensorBoard.
+
+Every row has ``split`` ("train" or "test"), ``epoch``, ``step`` and measurement keys; the
+same key is the JSON key and, prefixed with the split, the TensorBoard tag
+(``train/nfe_forward``, ``test/acc``), so runs of every backbone overlay in TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from odenet.checkpoint import atomic_write_text
+
+NON_SCALARS = ("split", "epoch", "step")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped."""
+    rows = []
+    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
+    for number, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines) - 1:
+                raise ValueError(f"{path} line {number + 1} is not JSON; the file was edited or damaged") from None
+    return rows
+
+
+def truncate_metrics(path: Path, step: int, epoch: int) -> None:
+    """Keep only rows logged up to a checkpoint (training step ≤ ``step``, evaluations of epochs ≤ ``epoch``).
+
+    Resuming from that checkpoint then appends the rest without duplicated or torn rows.
+    """
+    keep = [r for r in read_metrics(path)
+            if (r["split"] == "train" and r["step"] <= step) or (r["split"] != "train" and r["epoch"] <= epoch)]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+class RunLogger:
+    """Appends rows to ``metrics.jsonl`` and TensorBoard scalars with the same names.
+
+    Args:
+        purge_step: when resuming, TensorBoard events after this step (written by the
+            interrupted run after its last checkpoint) are discarded.
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self._jsonl = (self.run_dir / "metrics.jsonl").open("a")
+        self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+
+    def log(self, row: dict[str, Any]) -> None:
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        for key, value in row.items():
+            if key not in NON_SCALARS and isinstance(value, (int, float)) and math.isfinite(value):
+                self.tb.add_scalar(f"{row['split']}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self.tb.close()
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,51 @@
+"""The issues' acceptance runs, on the real data this machine has. Slow: run with ``-m slow``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REAL_FASHION_MNIST
+from odenet.cli import train_main
+from odenet.runlog import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_fashion = pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+
+
+def fashion_smoke(tmp_path, *extra: str) -> list[dict]:
+    out = tmp_path / "runs"
+    argv = ["--backbone", "odenet", "--tol", "1e-3", "--dataset", "fashion-mnist", "--epochs", "1",
+            "--limit-train-batches", "20", "--limit-test-batches", "5", "--out-dir", str(out), "--run-name", "x",
+            "--no-progress", *extra]
+    assert train_main(argv) == 0
+    return read_metrics(out / "x" / "metrics.jsonl")
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_fashion_mnist_smoke_run_direct_and_adjoint(tmp_path, monkeypatch):
+    monkeypatch.delenv("ODENET_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    direct = [r for r in fashion_smoke(tmp_path) if r["split"] == "train"]
+    assert len(direct) == 20
+    # A plain torchdiffeq implementation measures 20 on random-crop batches, 32 on uncropped ones.
+    assert all(20 <= r["nfe_forward"] <= 32 for r in direct[:5])
+    assert all(r["nfe_backward"] == 0 for r in direct)
+    (tmp_path / "runs" / "x").rename(tmp_path / "runs" / "direct")
+    adjoint = [r for r in fashion_smoke(tmp_path, "--adjoint") if r["split"] == "train"]
+    assert all(r["nfe_backward"] > 0 for r in adjoint)
+    mean = lambda rows: sum(r["act_mem_mb"] for r in rows) / len(rows)  # noqa: E731
+    assert mean(adjoint) < 0.3 * mean(direct)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "odenet.demo", "--out-dir", str(tmp_path / "demo"),
+                             "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout.splitlines()[-3:]
+    assert table[0].startswith("resnet") and "odenet" in table[1] and "adjoint" in table[2]
