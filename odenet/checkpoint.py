@@ -68,6 +68,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs keep last.pt and best.pt)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (truncated); use another checkpoint (best.pt or last.pt) "
+                              f"or retrain")
+    with path.open("rb") as fh:
+        is_zip = fh.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    if not is_zip:
+        raise CheckpointError(f"{path} is not a checkpoint (not a torch.save archive); pass a last.pt or best.pt "
+                              f"from a run directory")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

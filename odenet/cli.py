@@ -26,3 +26,16 @@ def train_main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         return fail(str(exc))
     return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """``eval.py`` / ``odenet-eval``."""
+    try:
+        from odenet.evaluation import parse_eval_args, run_eval
+
+        cfg = parse_eval_args(argv)
+        out = run_eval(cfg)
+    except USER_ERRORS as exc:
+        return fail(str(exc))
+    print(f"sweep written to {out} (sweep.csv, sweep.json, report.md, report.html)")
+    return 0

@@ -86,8 +86,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit: int | None = None) -> dict:
-    """Loss and accuracy over the loader, with per-batch NFE (mean, min, max), time and memory."""
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit: int | None = None,
+             after_batch: Callable[[], None] | None = None) -> dict:
+    """Loss and accuracy over the loader, with per-batch NFE (mean, min, max), time and memory.
+
+    ``after_batch`` runs after each batch has been measured (outside the timed region).
+    """
     was_training = model.training
     model.eval()
     clock = Clock(device)
@@ -111,6 +115,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit:
         if peak is not None:
             batch["peak_mem_mb"] = peak
         per_batch.append(batch)
+        if after_batch is not None:
+            after_batch()
     model.train(was_training)
     if not seen:
         raise ValueError("the test loader yielded no batches; check --limit-test-batches and the dataset")

@@ -50,12 +50,16 @@ class RunLogger:
             interrupted run after its last checkpoint) are discarded.
     """
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        from odenet.tb import write_run_header
+
         self.run_dir = Path(run_dir)
+        self.config = config
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a")
         self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+        write_run_header(self.tb, config)
 
     def log(self, row: dict[str, Any]) -> None:
         self._jsonl.write(json.dumps(row) + "\n")
@@ -64,7 +68,12 @@ class RunLogger:
             if key not in NON_SCALARS and isinstance(value, (int, float)) and math.isfinite(value):
                 self.tb.add_scalar(f"{row['split']}/{key}", value, row["step"])
 
-    def close(self) -> None:
+    def close(self, completed: bool = False) -> None:
+        """Close the files; ``completed`` marks the HParams session as finished."""
+        if completed:
+            from odenet.tb import write_run_footer
+
+            write_run_footer(self.tb, self.config)
         self._jsonl.close()
         self.tb.close()
 

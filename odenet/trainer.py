@@ -159,13 +159,14 @@ class Trainer:
         write_config(self.run_dir, cfg.to_dict())
         if cfg.resume:
             truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch)
-        logger = RunLogger(self.run_dir, purge_step=p.step + 1 if cfg.resume else None)
+        logger = RunLogger(self.run_dir, cfg.to_dict(), purge_step=p.step + 1 if cfg.resume else None)
         print(f"run {self.run_dir} | {cfg.backbone} on {cfg.dataset} ({self.data.train_size} train / "
               f"{self.data.test_size} test, from {self.data.source}) | {self.params:,} params | {self.device}",
               flush=True)
         started = time.perf_counter()
         last_train: list[dict] = []
         test: dict[str, Any] = {}
+        completed = False
         try:
             for epoch in range(p.epoch + 1, cfg.epochs + 1):
                 last_train = self._train_epoch(epoch, logger)
@@ -177,8 +178,9 @@ class Trainer:
                     save_checkpoint(self.run_dir / "best.pt", self.state())
                 save_checkpoint(self.run_dir / "last.pt", self.state())
                 print(epoch_line(epoch, cfg.epochs, last_train, test), flush=True)
+            completed = True
         finally:
-            logger.close()
+            logger.close(completed)
         summary = self.summary(last_train, test, time.perf_counter() - started)
         write_json(self.run_dir / "summary.json", summary)
         return summary

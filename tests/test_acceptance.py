@@ -47,5 +47,10 @@ def test_demo_runs_end_to_end(tmp_path):
     result = subprocess.run([sys.executable, "-m", "odenet.demo", "--out-dir", str(tmp_path / "demo"),
                              "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout.splitlines()[-3:]
-    assert table[0].startswith("resnet") and "odenet" in table[1] and "adjoint" in table[2]
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("run ")) + 2
+    table = lines[start:start + 3]
+    assert table[0].startswith("resnet") and "direct" in table[1] and "adjoint" in table[2]
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "Table 1 (Chen et al. 2018)" in report and "fig3c_nfe_forward_vs_backward.png" in report
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000

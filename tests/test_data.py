@@ -228,3 +228,8 @@ def test_real_fashion_mnist_from_debian(data_root):
     images, _ = next(iter(bundle.test))
     assert images.shape == (128, 1, 28, 28)
     assert gzip.open(REAL_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz").read(4) == b"\x00\x00\x08\x01"
+
+
+def test_mnist5k_test_order_mixes_classes_for_limited_evaluation():
+    labels = build_loaders("mnist-5k", batch_size=128).test.dataset.split.labels
+    assert len(labels[:100].unique()) == 10

@@ -219,11 +219,12 @@ def mnist5k_path() -> Path:
 
 
 def stratified_split(labels: np.ndarray, test_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified split → (train indices, test indices), both sorted.
+    """Deterministic stratified split → (train indices, test indices), each in a fixed shuffled order.
 
     Each class gives ``test_size * n_class / n`` test samples, rounded by the largest-remainder
-    method so the total is exactly ``test_size``; which samples go is drawn with a torch
-    generator so the split does not depend on numpy's RNG version.
+    method so the total is exactly ``test_size``. Draws use a torch generator so the split does
+    not depend on numpy's RNG version. The order is shuffled (the source file is sorted by
+    label) so that the first test batches — ``--limit-test-batches`` — hold every class.
     """
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * test_size / len(labels)
@@ -235,9 +236,10 @@ def stratified_split(labels: np.ndarray, test_size: int, seed: int = 0) -> tuple
     for cls, k in zip(classes, take):
         members = np.flatnonzero(labels == cls)
         test.extend(members[torch.randperm(len(members), generator=gen)[:k].numpy()])
-    test = np.sort(np.asarray(test, dtype=np.int64))
+    test = np.asarray(test, dtype=np.int64)
     train = np.setdiff1d(np.arange(len(labels)), test)
-    return train, test
+    shuffle = lambda idx: idx[torch.randperm(len(idx), generator=gen).numpy()]  # noqa: E731
+    return shuffle(train), shuffle(test)
 
 
 def _load_mnist5k(data_dir: Path | None, download: bool) -> Loaded:
