@@ -154,3 +154,17 @@ def test_counting_is_unaffected_by_copying_the_model():
     clone = copy.deepcopy(model)
     clone(batch()[0])
     assert odenet.read_nfe(model)["nfe_forward"] == 0 and odenet.read_nfe(clone)["nfe_forward"] == 8
+
+
+def test_trajectory_returns_every_requested_time_and_counts_like_forward():
+    class Rotation(torch.nn.Module):
+        def forward(self, t, y):
+            return torch.stack([-y[..., 1], y[..., 0]], dim=-1)
+
+    block = odenet.ODEBlock(Rotation(), rtol=1e-7, atol=1e-7)
+    t = torch.linspace(0, 1.5, 7)
+    ys = block.trajectory(torch.tensor([[1.0, 0.0]]), t)
+    assert ys.shape == (7, 1, 2)
+    assert torch.allclose(ys[:, 0, 0], torch.cos(t), atol=1e-5) and torch.allclose(ys[:, 0, 1], torch.sin(t), atol=1e-5)
+    stats = odenet.read_nfe(torch.nn.Sequential(block))
+    assert stats["nfe_forward"] == 2 + 6 * (stats["steps_accepted"] + stats["steps_rejected"])

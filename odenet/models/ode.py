@@ -203,19 +203,26 @@ class ODEBlock(nn.Module):
         object.__setattr__(self, "_counted", counted(self.func, self.stats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, t = self.solver, self.t
+        """x (B, ...) → the state at t1, same shape."""
+        return self.trajectory(x, self.t)[-1]
+
+    def trajectory(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The states at the times ``t`` (1-D, increasing or decreasing, ``t[0]`` the initial time).
+
+        Returns a (len(t), *x.shape) tensor. Counted like ``forward``; fixed-grid solvers take
+        ``steps`` equal steps over [t[0], t[-1]] and interpolate the times in between.
+        """
+        s = self.solver
         kwargs = {"rtol": s.rtol, "atol": s.atol, "method": s.method, "options": s.options()}
         self._counted.solving_forward = True
         try:
             if s.adjoint and torch.is_grad_enabled():
-                out = odeint_adjoint(self._counted, x, t, adjoint_params=tuple(self.func.parameters()),
-                                     **s.adjoint_kwargs(), **kwargs)
-            else:
-                # Without autograd the adjoint's forward pass is exactly this solve.
-                out = odeint(self._counted, x, t, **kwargs)
+                return odeint_adjoint(self._counted, x, t, adjoint_params=tuple(self.func.parameters()),
+                                      **s.adjoint_kwargs(), **kwargs)
+            # Without autograd the adjoint's forward pass is exactly this solve.
+            return odeint(self._counted, x, t, **kwargs)
         finally:
             self._counted.solving_forward = False
-        return out[-1]
 
     def extra_repr(self) -> str:
         return f"solver={self.solver}"
