@@ -17,14 +17,19 @@ def fail(message: str) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``train.py`` / ``odenet-train``."""
-    try:
-        cfg = parse_train_args(argv)
-        from odenet.trainer import train
+    """``train.py`` / ``odenet-train``: 0 done, 2 bad input, 3 training failed, 130/143 interrupted."""
+    from odenet.trainer import EXIT_FAILED, Interrupted, TrainingFailure, train
 
-        train(cfg)
+    try:
+        train(parse_train_args(argv))
     except USER_ERRORS as exc:
         return fail(str(exc))
+    except TrainingFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -232,11 +232,24 @@ class TrainConfig:
     out_dir: str = opt("runs", "parent folder of run directories", metavar="DIR")
     run_name: str | None = opt(None, "run directory name (default: backbone-dataset-solver-tol-seed-time)",
                                metavar="NAME")
-    resume: str | None = opt(None, "continue from this checkpoint", metavar="PATH")
+    resume: str | None = opt(None, "continue from this checkpoint, or 'auto': the last checkpoint of --run-name "
+                                   "if there is one", metavar="PATH|auto")
+    force: bool = opt(False, "resume even if the settings differ from the run's")
+    checkpoint_every: int | None = opt(None, "also write last.pt every N training steps (default: each epoch)",
+                                       metavar="N")
+    on_solver_failure: str = opt("stop", "stop, or skip-batch: skip a batch whose ODE solve fails or whose loss is "
+                                         "not finite (counted and logged)")
     limit_train_batches: int | None = opt(None, "stop each epoch after N training batches (smoke runs)",
                                           metavar="N")
     limit_test_batches: int | None = opt(None, "evaluate on the first N test batches only", metavar="N")
     progress: bool = opt(True, "show a tqdm progress bar")
+    data_on_device: bool = opt(False, "hold the whole dataset on the device and augment there (MNIST-size data on "
+                                      "a GPU: no loader workers, no per-batch copies)")
+    compile: bool = opt(False, "torch.compile the ODE fields (or the residual blocks of non-ODE backbones)")
+    channels_last: bool = opt(False, "channels-last memory format for model and inputs")
+    amp: str = opt("none", "none, or bf16: evaluate the ODE field under bf16 autocast; solver state and error "
+                           "estimates stay float32")
+    tf32: bool | None = opt(None, "allow TF32 in CUDA matmuls and convolutions (default: PyTorch's own defaults)")
 
     def solver_settings(self):
         """SolverSettings of the ODE blocks, or None for a backbone without any."""
@@ -269,8 +282,10 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     _check_choice("--backbone", cfg.backbone, list_backbones())
     _check_choice("--dataset", cfg.dataset, list_datasets())
     _check_choice("--device", cfg.device, ["auto", "cpu", "cuda"])
+    _check_choice("--amp", cfg.amp, ["none", "bf16"])
+    _check_choice("--on-solver-failure", cfg.on_solver_failure, ["stop", "skip-batch"])
     for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
-                 "max_num_steps", "steps"):
+                 "max_num_steps", "steps", "checkpoint_every"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"{flag(name)} must be at least 1, got {value}")

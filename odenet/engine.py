@@ -9,6 +9,7 @@ project-wide names: ``loss``, ``acc``, ``nfe_forward``, ``nfe_backward``, ``nfe_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -16,7 +17,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from odenet.measure import Clock, SavedTensorMeter, peak_mem_mb, reset_peak
-from odenet.models.ode import read_nfe
+from odenet.models.ode import SolverError, as_solver_error, ode_blocks, read_nfe
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss of a training step is NaN or infinite."""
+
+
+def backward(model: nn.Module, loss: torch.Tensor) -> None:
+    """loss.backward(), turning a failed adjoint solve into a SolverError."""
+    try:
+        loss.backward()
+    except AssertionError as exc:
+        blocks = list(ode_blocks(model).values())
+        error = as_solver_error(exc, blocks[0].solver, "backward") if blocks else None
+        if error is None:
+            raise
+        raise error from None
 
 
 def flat_nfe(stats: dict) -> dict[str, float]:
@@ -43,13 +60,16 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, opt
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
     t1 = clock.now()
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(f"the loss is {loss_value}")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    backward(model, loss)
     t2 = clock.now()
     optimizer.step()
     t3 = clock.now()
     row = {
-        "loss": loss.item(),
+        "loss": loss_value,
         "acc": (logits.argmax(1) == labels).float().mean().item(),
         "time_step_ms": (t3 - t0) * 1e3,
         "time_forward_ms": (t1 - t0) * 1e3,
@@ -63,31 +83,16 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, opt
     return row
 
 
-def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device, *,
-                    limit: int | None = None, on_step: Callable[[dict], None] = lambda row: None) -> list[dict]:
-    """Train over ``loader`` (at most ``limit`` batches); ``on_step`` gets each step's row as it happens."""
-    model.train()
-    params = list(model.parameters())
-    clock = Clock(device)
-    rows = []
-    batches = iter(loader)
-    for index in range(len(loader) if limit is None else min(limit, len(loader))):
-        t0 = clock.now()
-        images, labels = next(batches)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        time_data_ms = (clock.now() - t0) * 1e3
-        row = train_step(model, images, labels, optimizer, params)
-        row["time_data_ms"] = time_data_ms
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        rows.append(row)
-        on_step(row)
-    return rows
+def to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = batch
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return images.to(device, non_blocking=True, memory_format=fmt), labels.to(device, non_blocking=True)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit: int | None = None,
-             after_batch: Callable[[], None] | None = None) -> dict:
+             after_batch: Callable[[], None] | None = None, channels_last: bool = False) -> dict:
     """Loss and accuracy over the loader, with per-batch NFE (mean, min, max), time and memory.
 
     ``after_batch`` runs after each batch has been measured (outside the timed region).
@@ -101,7 +106,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit:
     for index, (images, labels) in enumerate(loader):
         if limit is not None and index >= limit:
             break
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images, labels = to_device((images, labels), device, channels_last)
         reset_peak(device)
         t0 = clock.now()
         logits = model(images)

@@ -1,11 +1,13 @@
 """Measurements of one phase (a training step, an evaluation batch): memory and time.
 
-``act_mem_mb`` is the size of the tensors autograd saves for backward, counted through
-``torch.autograd.graph.saved_tensors_hooks``. It is what an ODE-Net's memory claim is
-about (adjoint O(1) in the number of solver steps, direct backprop O(NFE), ResNet
-O(depth)), it is exact on every device including the CPU, and it does not depend on the
-caching allocator. Each storage counts once however many ops save it, and parameters are
-left out (they are resident whatever the method).
+``act_mem_mb`` is the size of the tensors autograd holds for backward at the end of the
+forward pass, found through ``torch.autograd.graph.saved_tensors_hooks``. It is what an
+ODE-Net's memory claim is about (adjoint O(1) in the number of solver steps, direct backprop
+O(NFE), ResNet O(depth)), it is exact on every device including the CPU, and it does not
+depend on the caching allocator. Each storage counts once however many ops save it,
+parameters are left out (they are resident whatever the method), and so are tensors whose
+graph branch was already freed when the forward pass ended (e.g. an adaptive solver's
+rejected trial steps): what is counted is what the backward pass will find in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -21,28 +24,39 @@ MB = 2 ** 20
 
 
 class SavedTensorMeter:
-    """Context manager summing the bytes of distinct storages saved for backward inside it.
+    """Context manager: bytes of distinct storages saved for backward inside it and still held at its exit.
 
     Args:
         exclude: tensors whose storages are not activations (the model's parameters).
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
-        self._exclude = {_storage_key(t) for t in exclude}
-        self._seen: set[tuple[int, int]] = set()
+        self._exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self._saved: list[weakref.ref] = []
         self.bytes = 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        try:
-            key = _storage_key(tensor)
-            nbytes = tensor.untyped_storage().nbytes()
-        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. fake/meta under compile)
-            return tensor
-        if key not in self._seen and key not in self._exclude:
-            self._seen.add(key)
-            self.bytes += nbytes
+        # A weak reference only: the meter must not keep alive what autograd would free.
+        self._saved.append(weakref.ref(tensor))
         return tensor
+
+    def _count(self) -> int:
+        """Sum over live saved tensors, one entry per storage (addresses of live storages are unique)."""
+        sizes: dict[tuple[str, int], int] = {}
+        for ref in self._saved:
+            tensor = ref()
+            if tensor is None:
+                continue
+            try:
+                storage = tensor.untyped_storage()
+                key = (str(tensor.device), storage.data_ptr())
+                nbytes = storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # tensors without storage (fake/meta under compile)
+                continue
+            if key[1] not in self._exclude:
+                sizes[key] = nbytes
+        return sum(sizes.values())
 
     @property
     def mb(self) -> float:
@@ -54,15 +68,12 @@ class SavedTensorMeter:
 
     def __exit__(self, *exc) -> None:
         self._hooks.__exit__(*exc)
+        self.bytes = self._count()
+        self._saved.clear()
 
 
 def _unpack(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
-
-
-def _storage_key(tensor: torch.Tensor) -> tuple[int, int]:
-    storage = tensor.untyped_storage()
-    return (storage.data_ptr(), tensor.device.index if tensor.device.index is not None else -1)
 
 
 def sync(device: torch.device) -> None:

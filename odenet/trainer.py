@@ -1,12 +1,15 @@
-"""The training job: data, model, optimizer and schedule from a TrainConfig; measurements to the run directory."""
+"""The training job: data, model, optimizer and schedule from a TrainConfig; measurements to the run directory.
+
+Runs alone or as one of several torchrun processes (DistributedDataParallel); survives
+SIGINT/SIGTERM (finishes the step, checkpoints, exits 130/143) and SIGKILL (resume replays
+from the last checkpoint, bit for bit on CPU); turns solver blow-ups into one explained error.
+"""
 
 from __future__ import annotations
 
-import random
+import signal
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +19,49 @@ import torchdiffeq
 from torch import nn
 from tqdm import tqdm
 
-from odenet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from odenet import distributed
+from odenet.checkpoint import load_checkpoint, save_checkpoint
 from odenet.config import ConfigError, TrainConfig
 from odenet.data import DataBundle, build_loaders
-from odenet.engine import evaluate, train_one_epoch
-from odenet.measure import rss_peak_mb
+from odenet.engine import NonFiniteLossError, evaluate, to_device, train_step
+from odenet.measure import Clock, rss_peak_mb
 from odenet.models import backbone_entry, create_backbone
+from odenet.models.ode import SolverError, ode_blocks, read_nfe
 from odenet.runlog import RunLogger, truncate_metrics, write_config, write_json
+from odenet.runstate import Progress, check_resume_config, resolve_run_dir, restore_rng, rng_state
 
 SUMMARY_KEYS = ("loss", "acc", "nfe_forward", "nfe_backward", "nfe_backprop", "steps_accepted", "steps_rejected",
                 "act_mem_mb", "peak_mem_mb", "time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms")
+MAX_CONSECUTIVE_SKIPS = 20
+EXIT_FAILED = 3
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+class TrainingFailure(RuntimeError):
+    """Training stopped on a solver failure or a non-finite loss; the message says what to do."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM: a checkpoint was written; exit with 128 + signal number."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 def seed_everything(seed: int) -> None:
+    import random
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def default_run_name(cfg: TrainConfig) -> str:
-    parts = [cfg.backbone, cfg.dataset]
-    if cfg.solver is not None:
-        parts.append(cfg.solver + (f"-tol{cfg.rtol:g}" if cfg.rtol is not None else f"-steps{cfg.steps}"))
-        parts.append("adjoint" if cfg.adjoint else "direct")
-    parts += [f"s{cfg.seed}", datetime.now().strftime("%Y%m%d-%H%M%S")]
-    return "-".join(parts)
 
 
 def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
@@ -62,51 +75,28 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
         raise ConfigError(str(exc)) from None
 
 
-@dataclass
-class Progress:
-    """Where training stands; what a checkpoint restores."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps taken
-    best_acc: float = -1.0
-    best_epoch: int = 0
+def configure_backends(cfg: TrainConfig) -> None:
+    if cfg.tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
 
 
-def resolve_run_dir(cfg: TrainConfig) -> Path:
-    if cfg.resume:
-        return Path(cfg.resume).resolve().parent
-    run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run; choose another --run-name, or continue it "
-                          f"with --resume {run_dir / 'last.pt'}")
-    return run_dir
+def speed_up(model: nn.Module, cfg: TrainConfig) -> None:
+    """Apply the opt-in speed settings: channels-last, bf16 fields, torch.compile.
 
-
-def rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "loader": loader_gen.get_state(),
-             "numpy": _numpy_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _numpy_state() -> list:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]
-
-
-def restore_rng(state: dict[str, Any], loader_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
-    loader_gen.set_state(state["loader"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+    Compilation is in place (``Module.compile``) and applies to the ODE fields — the solver's
+    Python control flow stays eager — or, for backbones without ODE blocks, to the feature
+    blocks, so both sides of a comparison get the same treatment.
+    """
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    blocks = ode_blocks(model)
+    if cfg.amp == "bf16":
+        for block in blocks.values():
+            block.set_autocast(torch.bfloat16)
+    if cfg.compile:
+        for module in [b.func for b in blocks.values()] or list(model.features.children()) or [model.features]:
+            module.compile()
 
 
 class Trainer:
@@ -114,117 +104,277 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
+        self.dist = distributed.init("cuda" if pick_device(cfg.device).type == "cuda" else "cpu")
+        if self.dist.active and cfg.on_solver_failure != "stop":
+            raise ConfigError("--on-solver-failure skip-batch cannot keep DDP ranks in step (one rank would skip "
+                              "the gradient all-reduce); use stop under torchrun")
+        self.device = pick_device(cfg.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.run_dir, resume_from = resolve_run_dir(cfg)
+        # Read and check the checkpoint before anything else, so a wrong --resume fails first and fast.
+        saved = load_checkpoint(resume_from, map_location=self.device) if resume_from else None
+        if saved is not None:
+            check_resume_config(saved["config"], cfg, resume_from)
         seed_everything(cfg.seed)
+        configure_backends(cfg)
         self.data = build_loaders(cfg.dataset, batch_size=cfg.batch_size, test_batch_size=cfg.test_batch_size,
                                   workers=cfg.workers, seed=cfg.seed,
                                   data_dir=Path(cfg.data_dir) if cfg.data_dir else None, download=cfg.download,
-                                  pin_memory=self.device.type == "cuda")
-        self.model = build_model(cfg, self.data).to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                  pin_memory=self.device.type == "cuda",
+                                  on_device=self.device if cfg.data_on_device else None,
+                                  rank=self.dist.rank, world_size=self.dist.world_size)
+        self.raw_model = build_model(cfg, self.data).to(self.device)
+        speed_up(self.raw_model, cfg)
+        self.model = self._wrap(self.raw_model)
+        self.params = list(self.model.parameters())
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=cfg.milestones,
                                                               gamma=cfg.lr_gamma)
         self.progress = Progress()
-        self.run_dir = resolve_run_dir(cfg)
-        if cfg.resume:
-            self._restore(load_checkpoint(cfg.resume, map_location=self.device))
-        self.params = sum(p.numel() for p in self.model.parameters())
+        self.resumed_from = resume_from
+        self.epoch_loader_state = self.data.train.generator.get_state()
+        if saved is not None:
+            self._restore(saved, resume_from)
+        self.n_params = sum(p.numel() for p in self.raw_model.parameters())
+        self._signal: int | None = None
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.dist.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
         p = self.progress
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        loader = self.epoch_loader_state if p.batches_done else self.data.train.generator.get_state()
+        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": p.epoch, "step": p.step,
-                "rng": rng_state(self.data.train.generator), "config": self.cfg.to_dict(),
-                "metrics": {"best_acc": p.best_acc, "best_epoch": p.best_epoch}}
+                "batches_done": p.batches_done, "rng": rng_state(loader), "config": self.cfg.to_dict(),
+                "metrics": {"best_acc": p.best_acc, "best_epoch": p.best_epoch, "skipped": p.skipped}}
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        saved = state["config"]
-        for key in ("backbone", "dataset"):
-            if saved.get(key) != getattr(self.cfg, key):
-                raise CheckpointError(f"checkpoint {self.cfg.resume} is from a {saved.get(key)} run, not "
-                                      f"{getattr(self.cfg, key)}; resume with --{key} {saved.get(key)}")
-        self.model.load_state_dict(state["model"])
+    def _restore(self, state: dict[str, Any], path: str) -> None:
+        try:
+            self.raw_model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise ConfigError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]}); resume with "
+                              f"the run's settings") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.cfg.force:
+            self._apply_optimizer_settings(state["epoch"])
         restore_rng(state["rng"], self.data.train.generator)
-        self.progress = Progress(state["epoch"], state["step"], state["metrics"]["best_acc"],
-                                 state["metrics"]["best_epoch"])
+        self.epoch_loader_state = self.data.train.generator.get_state()
+        m = state["metrics"]
+        self.progress = Progress(state["epoch"], state["step"], m["best_acc"], m["best_epoch"],
+                                 state.get("batches_done", 0), m.get("skipped", 0))
+
+    def _apply_optimizer_settings(self, epochs_done: int) -> None:
+        """--force: the optimizer and schedule follow the new flags, not the checkpoint's saved values."""
+        cfg = self.cfg
+        from collections import Counter
+
+        self.scheduler.base_lrs = [cfg.lr for _ in self.optimizer.param_groups]
+        self.scheduler.milestones = Counter(cfg.milestones)
+        self.scheduler.gamma = cfg.lr_gamma
+        decay = cfg.lr_gamma ** sum(1 for m in cfg.milestones if m <= epochs_done)
+        for group in self.optimizer.param_groups:
+            group.update(lr=cfg.lr * decay, initial_lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def _save(self, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / name, self.state())
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(self.run_dir, cfg.to_dict())
-        if cfg.resume:
-            truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch)
-        logger = RunLogger(self.run_dir, cfg.to_dict(), purge_step=p.step + 1 if cfg.resume else None)
-        print(f"run {self.run_dir} | {cfg.backbone} on {cfg.dataset} ({self.data.train_size} train / "
-              f"{self.data.test_size} test, from {self.data.source}) | {self.params:,} params | {self.device}",
-              flush=True)
+        logger = self._open_logger()
+        self._say(f"run {self.run_dir} | {cfg.backbone} on {cfg.dataset} ({self.data.train_size} train / "
+                  f"{self.data.test_size} test, from {self.data.source}) | {self.n_params:,} params | {self.device}"
+                  + (f" x {self.dist.world_size} processes" if self.dist.active else "")
+                  + (f" | resumed from {self.resumed_from} at step {p.step}" if self.resumed_from else ""))
         started = time.perf_counter()
         last_train: list[dict] = []
         test: dict[str, Any] = {}
         completed = False
+        previous = self._install_signal_handlers()
         try:
             for epoch in range(p.epoch + 1, cfg.epochs + 1):
                 last_train = self._train_epoch(epoch, logger)
-                test = evaluate(self.model, self.data.test, self.device, limit=cfg.limit_test_batches)
-                logger.log({"split": "test", "epoch": epoch, "step": p.step, **test})
-                p.epoch = epoch
+                test = self._evaluate()
+                if logger:
+                    logger.log({"split": "test", "epoch": epoch, "step": p.step, **test})
+                p.epoch, p.batches_done = epoch, 0
+                self.epoch_loader_state = self.data.train.generator.get_state()
                 if test["acc"] > p.best_acc:
                     p.best_acc, p.best_epoch = test["acc"], epoch
-                    save_checkpoint(self.run_dir / "best.pt", self.state())
-                save_checkpoint(self.run_dir / "last.pt", self.state())
-                print(epoch_line(epoch, cfg.epochs, last_train, test), flush=True)
+                    self._save("best.pt")
+                self._save("last.pt")
+                self._say(epoch_line(epoch, cfg.epochs, last_train, test))
+                self._check_signal(epoch)
             completed = True
         finally:
-            logger.close(completed)
+            self._restore_signal_handlers(previous)
+            if logger:
+                logger.close(completed)
         summary = self.summary(last_train, test, time.perf_counter() - started)
-        write_json(self.run_dir / "summary.json", summary)
+        if self.dist.is_main:
+            write_json(self.run_dir / "summary.json", summary)
         return summary
 
-    def _train_epoch(self, epoch: int, logger: RunLogger) -> list[dict]:
+    def _open_logger(self) -> RunLogger | None:
+        if not self.dist.is_main:
+            return None
+        p = self.progress
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(self.run_dir, self.cfg.to_dict())
+        if self.resumed_from:
+            truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch)
+        return RunLogger(self.run_dir, self.cfg.to_dict(), purge_step=p.step + 1 if self.resumed_from else None)
+
+    def _train_epoch(self, epoch: int, logger: RunLogger | None) -> list[dict]:
         cfg, p = self.cfg, self.progress
-        total = len(self.data.train) if cfg.limit_train_batches is None else min(cfg.limit_train_batches,
-                                                                                 len(self.data.train))
-        bar = tqdm(total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                   disable=not cfg.progress or None, file=sys.stderr)
-
-        def on_step(row: dict) -> None:
-            p.step += 1
-            logger.log({"split": "train", "epoch": epoch, "step": p.step, **row})
-            bar.update()
-            bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "acc", "nfe_forward", "nfe_backward") if k in row})
-
+        loader = self.data.train
+        total = len(loader) if cfg.limit_train_batches is None else min(cfg.limit_train_batches, len(loader))
+        skip, p.batches_done = p.batches_done, 0  # a mid-epoch resume replays the epoch's draws up to here
+        bar = tqdm(total=total, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (cfg.progress and self.dist.is_main) or None, file=sys.stderr)
+        clock = Clock(self.device)
+        rows: list[dict] = []
+        consecutive_skips = 0
+        batches = iter(loader)
         try:
-            rows = train_one_epoch(self.model, self.data.train, self.optimizer, self.device,
-                                   limit=cfg.limit_train_batches, on_step=on_step)
+            for index in range(total):
+                t0 = clock.now()
+                batch = next(batches)
+                if index < skip:
+                    continue
+                images, labels = to_device(batch, self.device, cfg.channels_last)
+                time_data_ms = (clock.now() - t0) * 1e3
+                try:
+                    row = train_step(self.model, images, labels, self.optimizer, self.params)
+                except (SolverError, NonFiniteLossError) as exc:
+                    consecutive_skips = self._on_failure(exc, epoch, index, logger, consecutive_skips)
+                    p.batches_done = index + 1
+                    continue
+                consecutive_skips = 0
+                row = distributed.combine_rows(self.dist, {**row, "time_data_ms": time_data_ms,
+                                                           "lr": self.optimizer.param_groups[0]["lr"]})
+                p.step += 1
+                p.batches_done = index + 1
+                if logger:
+                    logger.log({"split": "train", "epoch": epoch, "step": p.step, **row})
+                rows.append(row)
+                bar.update()
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "acc", "nfe_forward", "nfe_backward")
+                                 if k in row})
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0:
+                    self._save("last.pt")
+                self._check_signal(epoch)
         finally:
             bar.close()
         self.scheduler.step()
         return rows
+
+    def _evaluate(self) -> dict[str, Any]:
+        try:
+            test = evaluate(self.model, self.data.test, self.device, limit=self.cfg.limit_test_batches,
+                            channels_last=self.cfg.channels_last)
+        except SolverError as exc:
+            last = self.run_dir / "last.pt"
+            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+            raise TrainingFailure(f"evaluation after epoch {self.progress.epoch + 1} stopped: {exc}; {kept}; try a "
+                                  f"looser --tol or a larger --max-num-steps") from None
+        if not self.dist.active:
+            return test
+        n = test["images"]
+        loss_sum, correct, images = distributed.all_sum(self.dist, [test["loss"] * n, test["acc"] * n, n],
+                                                        self.device)
+        combined = distributed.combine_rows(self.dist, test)
+        return {**combined, "loss": loss_sum / images, "acc": correct / images, "images": int(images)}
+
+    # ------------------------------------------------------------------ failures and signals
+    def _on_failure(self, exc: Exception, epoch: int, index: int, logger: RunLogger | None, skips: int) -> int:
+        """Stop with one explained sentence, or (skip-batch) log the skip and carry on."""
+        p = self.progress
+        self.optimizer.zero_grad(set_to_none=True)
+        read_nfe(self.model)  # the failed batch's evaluations belong to no step
+        what = (f"{exc.reason} in the {exc.phase} solve ({exc.solver.describe()})" if isinstance(exc, SolverError)
+                else f"the loss was not finite ({exc})")
+        if self.cfg.on_solver_failure == "skip-batch" and skips + 1 < MAX_CONSECUTIVE_SKIPS:
+            p.skipped += 1
+            if logger:
+                logger.log({"split": "skipped", "epoch": epoch, "step": p.step, "batch": index,
+                            "skipped_batches": p.skipped, "reason": what})
+            self._say(f"skipped batch {index} of epoch {epoch}: {what}")
+            return skips + 1
+        last = self.run_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        remedy = ("a looser --tol, a larger --max-num-steps, --weight-decay, a smoother activation, or a fixed-step "
+                  "solver (--solver rk4 --steps N)") if isinstance(exc, SolverError) else \
+                 "a lower --lr, --weight-decay, or a looser --tol"
+        gave_up = f" ({MAX_CONSECUTIVE_SKIPS} batches in a row)" if skips else ""
+        raise TrainingFailure(f"training stopped at epoch {epoch}, step {p.step + 1}{gave_up}: {what}; {kept}; "
+                              f"try {remedy}, or --on-solver-failure skip-batch")
+
+    def _install_signal_handlers(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._signal is not None:  # a second signal: stop now, keeping the last checkpoint
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signal_handlers(previous) -> None:
+        for s, h in (previous or {}).items():
+            signal.signal(s, h)
+
+    def _check_signal(self, epoch: int) -> None:
+        if not distributed.any_rank(self.dist, self._signal is not None, self.device):
+            return
+        self._save("last.pt")
+        signum = self._signal or signal.SIGTERM
+        name = signal.Signals(signum).name
+        raise Interrupted(signum, f"interrupted by {name} at epoch {epoch}, step {self.progress.step}; checkpoint "
+                                  f"{self.run_dir / 'last.pt'} written; continue with --resume "
+                                  f"{self.run_dir / 'last.pt'}")
+
+    # ------------------------------------------------------------------ reporting
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text, flush=True)
 
     def summary(self, last_train: list[dict], test: dict[str, Any], wall_s: float) -> dict[str, Any]:
         p = self.progress
         train_means = {k: float(np.mean([r[k] for r in last_train])) for k in SUMMARY_KEYS
                        if last_train and k in last_train[0]}
         return {
-            "run_dir": str(self.run_dir), "config": self.cfg.to_dict(), "params": self.params,
-            "data_source": self.data.source, "device": str(self.device), "epochs_completed": p.epoch,
-            "steps": p.step, "best_acc": p.best_acc, "best_epoch": p.best_epoch, "test": test,
-            "train_last_epoch": train_means, "rss_peak_mb": rss_peak_mb(), "wall_time_s": wall_s,
+            "run_dir": str(self.run_dir), "config": self.cfg.to_dict(), "params": self.n_params,
+            "data_source": self.data.source, "device": str(self.device), "world_size": self.dist.world_size,
+            "epochs_completed": p.epoch, "steps": p.step, "best_acc": p.best_acc, "best_epoch": p.best_epoch,
+            "skipped_batches": p.skipped, "test": test, "train_last_epoch": train_means,
+            "rss_peak_mb": rss_peak_mb(), "wall_time_s": wall_s,
             "versions": {"torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__},
         }
 
 
 def epoch_line(epoch: int, epochs: int, train: list[dict], test: dict[str, Any]) -> str:
-    mean = lambda key: float(np.mean([r[key] for r in train]))  # noqa: E731
+    mean = lambda key: float(np.mean([r[key] for r in train])) if train else float("nan")  # noqa: E731
     text = f"epoch {epoch}/{epochs} | train loss {mean('loss'):.4f} acc {mean('acc'):.4f}"
     if train and "nfe_forward" in train[0]:
         text += f" nfe_forward {mean('nfe_forward'):.1f} nfe_backward {mean('nfe_backward'):.1f}"
-    text += f" act_mem_mb {mean('act_mem_mb'):.1f} | test loss {test['loss']:.4f} acc {test['acc']:.4f}"
+    if train:
+        text += f" act_mem_mb {mean('act_mem_mb'):.1f}"
+    text += f" | test loss {test['loss']:.4f} acc {test['acc']:.4f}"
     if "nfe_forward" in test:
         text += f" nfe_forward {test['nfe_forward']:.1f}"
     return text
@@ -232,4 +382,8 @@ def epoch_line(epoch: int, epochs: int, train: list[dict], test: dict[str, Any])
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns the summary written to ``summary.json``."""
-    return Trainer(cfg).fit()
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.shutdown(trainer.dist)

@@ -233,3 +233,35 @@ def test_real_fashion_mnist_from_debian(data_root):
 def test_mnist5k_test_order_mixes_classes_for_limited_evaluation():
     labels = build_loaders("mnist-5k", batch_size=128).test.dataset.split.labels
     assert len(labels[:100].unique()) == 10
+
+
+def test_device_loader_batches_are_seeded_augmented_and_cover_the_split(tiny_fashion):
+    kw = dict(batch_size=50, test_batch_size=30, data_dir=tiny_fashion, on_device=torch.device("cpu"))
+    a, b = build_loaders("fashion-mnist", seed=3, **kw), build_loaders("fashion-mnist", seed=3, **kw)
+    first, again = list(a.train), list(b.train)
+    assert [len(y) for _, y in first] == [50] * 5  # 256 images, last partial batch dropped
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(first, again))
+    assert not torch.equal(first[0][0], list(a.train)[0][0])  # the next epoch differs
+    raw = a.train.images
+    images, labels = first[0]
+    padded = torch.nn.functional.pad(raw, (4, 4, 4, 4))
+    for img, label in zip(unnormalize(images, "fashion-mnist"), labels):  # each is a crop of some image of its class
+        assert any(torch.equal(img, padded[j, :, y:y + 28, x:x + 28]) for j in torch.nonzero(a.train.labels == label)
+                   .flatten().tolist() for y in range(9) for x in range(9))
+    test_images, _ = next(iter(a.test))
+    assert torch.equal(unnormalize(test_images, "fashion-mnist"), a.test.images[:30])
+    assert [len(y) for _, y in a.test] == [30, 30, 4]
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_ddp_shards_make_up_the_single_process_global_batches(tiny_fashion, on_device):
+    kw = dict(data_dir=tiny_fashion, seed=5, on_device=torch.device("cpu") if on_device else None)
+    one = build_loaders("fashion-mnist", batch_size=64, **kw)
+    ranks = [build_loaders("fashion-mnist", batch_size=32, rank=r, world_size=2, **kw) for r in (0, 1)]
+    assert len(one.train) == len(ranks[0].train) == len(ranks[1].train) == 4
+    for (x, y), (x0, y0), (x1, y1) in zip(one.train, ranks[0].train, ranks[1].train):
+        assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
+        if on_device:  # crops are drawn per global position: identical images too
+            assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
+    test_labels = [torch.cat([y for _, y in r.test]) for r in ranks]
+    assert sorted(torch.cat(test_labels).tolist()) == sorted(torch.cat([y for _, y in one.test]).tolist())

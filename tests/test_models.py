@@ -137,3 +137,20 @@ def test_set_solver_changes_every_block():
 def test_solver_settings_reject_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
         SolverSettings(**bad)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.37, 1.0])
+def test_time_conv_equals_the_concatenating_form(t):
+    from odenet.models.layers import ConcatConv2d
+
+    torch.manual_seed(0)
+    layer = ConcatConv2d(5, 7).double()
+    x = torch.randn(3, 5, 6, 4, dtype=torch.float64, requires_grad=True)
+    tt = torch.tensor(t, dtype=torch.float64)
+    reference = torch.nn.functional.conv2d(torch.cat([torch.ones_like(x[:, :1]) * tt, x], 1), layer.conv.weight,
+                                           layer.conv.bias, padding=1)
+    out = layer(tt, x)
+    assert torch.allclose(out, reference, rtol=0, atol=1e-12)
+    g_out, g_ref = (torch.autograd.grad(y.square().sum(), [x, layer.conv.weight, layer.conv.bias])
+                    for y in (out, reference))
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(g_out, g_ref))

@@ -22,23 +22,31 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator |
     """
     if padding == 0:
         return images
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, len(images)), generator=generator,
+                           device=generator_device(generator))
+    return crop_at(images, padding, dy, dx)
+
+
+def crop_at(images: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Crop image i of the zero-padded batch at offset (dy[i], dx[i]), each in [0, 2 * padding]."""
     b, c, h, w = images.shape
+    dev = images.device
     padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=generator_device(generator))
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=generator_device(generator))
-    dy, dx = dy.to(images.device), dx.to(images.device)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]  # (B, 1, 1, W)
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    chan = torch.arange(c, device=images.device)[None, :, None, None]
+    rows = (dy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
     return padded[batch, chan, rows, cols]
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image left-right with probability 1/2. ``images``: (B, C, H, W)."""
-    flip = torch.rand(len(images), generator=generator, device=generator_device(generator)) < 0.5
-    flip = flip.to(images.device)[:, None, None, None]
-    return torch.where(flip, images.flip(-1), images)
+    return hflip_where(images, torch.rand(len(images), generator=generator, device=generator_device(generator)) < 0.5)
+
+
+def hflip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Flip the images whose entry of the (B,) boolean ``flip`` is set."""
+    return torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -37,6 +37,32 @@ def is_adaptive(method: str) -> bool:
     return method in ADAPTIVE_SOLVERS
 
 
+# The ways torchdiffeq gives up on a solve; it reports them as AssertionError.
+SOLVER_FAILURES = ("underflow in dt", "max_num_steps exceeded", "non-finite values in state")
+
+
+class SolverError(RuntimeError):
+    """An ODE solve failed: the step size underflowed, the step budget ran out, or the state blew up.
+
+    Attributes:
+        reason: torchdiffeq's message (first line).
+        solver: the settings of the block that failed.
+        phase: "forward" (the block's solve) or "backward" (the adjoint solve).
+    """
+
+    def __init__(self, reason: str, solver: "SolverSettings", phase: str) -> None:
+        super().__init__(f"{reason} in the {phase} solve ({solver.describe()})")
+        self.reason, self.solver, self.phase = reason, solver, phase
+
+
+def as_solver_error(exc: AssertionError, solver: "SolverSettings", phase: str) -> SolverError | None:
+    """torchdiffeq's AssertionError → SolverError, or None when the assertion is not a solver failure."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if any(text.startswith(reason) for reason in SOLVER_FAILURES):
+        return SolverError(text[:200], solver, phase)
+    return None
+
+
 @dataclass(frozen=True)
 class SolverSettings:
     """How an ODE block integrates over t ∈ [0, t1].
@@ -79,6 +105,14 @@ class SolverSettings:
         if self.seminorm and not (self.adjoint and is_adaptive(self.method)):
             raise ValueError("seminorm changes the error norm of an adaptive adjoint solve; use it with --adjoint "
                              "and an adaptive solver")
+
+    def describe(self) -> str:
+        if is_adaptive(self.method):
+            text = f"{self.method}, rtol {self.rtol:g}, atol {self.atol:g}"
+            text += f", max_num_steps {self.max_num_steps}" if self.max_num_steps else ""
+        else:
+            text = f"{self.method}, {self.steps} steps"
+        return text + (", adjoint" if self.adjoint else "")
 
     def options(self) -> dict:
         """torchdiffeq ``options`` for the forward solve."""
@@ -143,10 +177,11 @@ class _CountedField(nn.Module):
     only) and adaptive ones :class:`_CountedAdaptiveField` (accepted/rejected too).
     """
 
-    def __init__(self, func: nn.Module, stats: SolverStats) -> None:
+    def __init__(self, func: nn.Module, stats: SolverStats, autocast: torch.dtype | None = None) -> None:
         super().__init__()
         self.func = func
         self.stats = stats
+        self.autocast = autocast
         self.solving_forward = False
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +190,12 @@ class _CountedField(nn.Module):
             self.stats.nfe_backprop += torch.is_grad_enabled()
         else:
             self.stats.nfe_backward += 1
-        return self.func(t, x)
+        if self.autocast is None:
+            return self.func(t, x)
+        # Mixed precision: the field in low precision, the solver's state, stages and error
+        # estimate in the state's dtype (float32), so step-size control is unaffected.
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            return self.func(t, x).to(x.dtype)
 
     def callback_step(self, t0, y0, dt) -> None:
         self.stats.steps_attempted += 1
@@ -191,6 +231,7 @@ class ODEBlock(nn.Module):
         super().__init__()
         self.func = func
         self.stats = SolverStats()
+        self.autocast: torch.dtype | None = None
         self.register_buffer("t", torch.zeros(2), persistent=False)
         self.configure(solver if solver is not None else SolverSettings(**solver_kw))
 
@@ -200,7 +241,12 @@ class ODEBlock(nn.Module):
         self.t[1] = solver.t1  # (2,) integration interval [0, t1], kept on the block's device
         counted = _CountedAdaptiveField if is_adaptive(solver.method) else _CountedField
         # Not registered as a submodule: state-dict keys stay ``func.*`` and the wrapper owns no parameters.
-        object.__setattr__(self, "_counted", counted(self.func, self.stats))
+        object.__setattr__(self, "_counted", counted(self.func, self.stats, self.autocast))
+
+    def set_autocast(self, dtype: torch.dtype | None) -> None:
+        """Evaluate the field under autocast to ``dtype`` (e.g. torch.bfloat16); None = full precision."""
+        self.autocast = dtype
+        self.configure(self.solver)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, ...) → the state at t1, same shape."""
@@ -221,11 +267,16 @@ class ODEBlock(nn.Module):
                                       **s.adjoint_kwargs(), **kwargs)
             # Without autograd the adjoint's forward pass is exactly this solve.
             return odeint(self._counted, x, t, **kwargs)
+        except AssertionError as exc:
+            error = as_solver_error(exc, s, "forward")
+            if error is None:
+                raise
+            raise error from None
         finally:
             self._counted.solving_forward = False
 
     def extra_repr(self) -> str:
-        return f"solver={self.solver}"
+        return f"solver={self.solver}" + ("" if self.autocast is None else f", autocast={self.autocast}")
 
 
 def ode_blocks(model: nn.Module) -> dict[str, ODEBlock]:

@@ -1,0 +1,105 @@
+"""Multi-process training with torchrun and DistributedDataParallel (NCCL on GPU, gloo on CPU).
+
+``torchrun --nproc-per-node N train.py ...`` sets RANK, LOCAL_RANK and WORLD_SIZE; every
+process trains on its shard of each global batch (global batch = ``--batch-size`` × N).
+Adaptive solvers take different numbers of steps on different ranks, so per-step rows carry
+each rank's NFE as well as their mean and max; loss and accuracy are averaged over ranks;
+only rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+# How each per-step measurement combines across ranks (anything else: rank 0's value).
+MEAN_KEYS = ("loss", "acc", "act_mem_mb", "nfe_backprop", "steps_accepted", "steps_rejected",
+             "steps_accepted_backward", "steps_rejected_backward")
+MAX_KEYS = ("time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms", "peak_mem_mb")
+NFE_KEYS = ("nfe_forward", "nfe_backward")
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device_type: str) -> Context:
+    """Join the process group torchrun describes (no-op for a single process)."""
+    if not launched_by_torchrun():
+        return Context()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shutdown(ctx: Context) -> None:
+    if ctx.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def combine_rows(ctx: Context, row: dict[str, Any]) -> dict[str, Any]:
+    """One training step's row from every rank → the row rank 0 logs."""
+    if not ctx.active:
+        return row
+    rows: list[dict[str, Any]] = [{} for _ in range(ctx.world_size)]
+    dist.all_gather_object(rows, row)
+    out = dict(rows[0])
+    for key in MEAN_KEYS:
+        if key in out:
+            out[key] = statistics.fmean(r[key] for r in rows)
+    for key in MAX_KEYS:
+        if key in out:
+            out[key] = max(r[key] for r in rows)
+    for key in NFE_KEYS:
+        if key in out:
+            values = [r[key] for r in rows]
+            out[key] = statistics.fmean(values)
+            out[f"{key}_max"] = max(values)
+            out.update({f"{key}/rank{i}": v for i, v in enumerate(values)})
+    return out
+
+
+def all_sum(ctx: Context, values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (evaluation totals)."""
+    if not ctx.active:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def any_rank(ctx: Context, flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is set on any rank (e.g. a stop signal), so that all ranks stop together."""
+    if not ctx.active:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def broadcast_object(ctx: Context, obj: Any) -> Any:
+    if not ctx.active:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
