@@ -29,7 +29,8 @@ from common import fashion_batches, machine, now, parser, setup, table, write_js
 from odenet.data.datasets import IDX_STEMS
 from odenet.engine import train_step
 from odenet.models import create_backbone
-from odenet.models.ode import SolverSettings, read_nfe
+from odenet.models.ode import SolverSettings
+from odenet.trainer import speed_up
 from plain import copy_weights, plain_model, plain_step
 
 VARIANTS = ("default", "compile", "channels_last", "bf16")
@@ -38,13 +39,8 @@ VARIANTS = ("default", "compile", "channels_last", "bf16")
 def ours(kind: str, adjoint: bool, variant: str, device: torch.device) -> torch.nn.Module:
     kw = {"solver": SolverSettings(rtol=1e-3, atol=1e-3, adjoint=adjoint)} if kind == "odenet" else {}
     model = create_backbone(kind, in_channels=1, num_classes=10, **kw).to(device)
-    if variant == "channels_last":
-        model.to(memory_format=torch.channels_last)
-    if variant == "bf16":
-        model.features.set_autocast(torch.bfloat16)
-    if variant == "compile":
-        for module in ([model.features.func] if kind == "odenet" else list(model.features.children())):
-            module.compile()
+    speed_up(model, channels_last=variant == "channels_last", amp="bf16" if variant == "bf16" else "none",
+             compile=variant == "compile")
     return model
 
 
@@ -176,12 +172,19 @@ def main() -> None:
     args = p.parse_args()
     device = setup(args)
     batches = fashion_batches(args.steps + args.warmup, args.batch_size, device, args.data_dir)
-    results = []
+    results: list[dict] = []
+    e2e: list[dict] = []
+
+    def save() -> Path:  # after every measurement, so a stage cut short by a time limit keeps its numbers
+        return write_json("throughput", {"machine": machine(device), "batch_size": args.batch_size,
+                                         "steps": args.steps, "results": results, "end_to_end": e2e}, args.out)
+
     for mode in args.modes.split(","):
         for variant in args.variants.split(","):
             if mode == "resnet" and variant == "bf16":
                 continue
             results.append(run_mode(mode, variant, batches, args.warmup, device))
+            save()
             r = results[-1]
             print(f"{mode:8s} {variant:13s} plain {r['plain_images_per_s']:8.1f} img/s  odenet "
                   f"{r['odenet_images_per_s']:8.1f} img/s  ratio {r['ratio']:.2f}", flush=True)
@@ -192,10 +195,9 @@ def main() -> None:
     print(f"\nthroughput on {machine(device)}, batch {args.batch_size}, {args.steps} steps each (interleaved)")
     print(table(["mode", "variant", "plain img/s", "odenet img/s", "ratio", "plain NFE f/b", "odenet NFE f/b",
                  "equal-NFE steps"], rows))
-    e2e = end_to_end(args, device) if args.end_to_end else []
-    path = write_json("throughput", {"machine": machine(device), "batch_size": args.batch_size,
-                                     "steps": args.steps, "results": results, "end_to_end": e2e}, args.out)
-    print(f"\nwritten: {path}")
+    if args.end_to_end:
+        e2e.extend(end_to_end(args, device))
+    print(f"\nwritten: {save()}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odenet.measure import Clock, SavedTensorMeter, peak_mem_mb, reset_peak
+from odenet.measure import Clock, EventClock, SavedTensorMeter, peak_mem_mb, reset_peak
 from odenet.models.ode import SolverError, as_solver_error, ode_blocks, read_nfe
 
 
@@ -49,33 +49,44 @@ def flat_nfe(stats: dict) -> dict[str, float]:
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               params: Iterable[torch.Tensor]) -> dict[str, float]:
-    """Forward, backward and optimizer step on one batch already on the model's device."""
+               params: Iterable[torch.Tensor], data_start=None) -> dict[str, float]:
+    """Forward, backward and optimizer step on one batch already on the model's device.
+
+    Phase times come from :class:`EventClock` marks, read after the step's two unavoidable
+    synchronisations (the loss, which decides whether to update, and the step's end). ``data_start``: an EventClock mark taken before
+    the batch was fetched, giving ``time_data_ms``.
+    """
     device = images.device
-    clock = Clock(device)
+    clock = EventClock(device)
     read_nfe(model, reset=True)  # whatever an earlier phase left must not count here
     reset_peak(device)
-    t0 = clock.now()
+    t0 = clock.mark()
     with SavedTensorMeter(exclude=params) as meter:
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
-    t1 = clock.now()
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
-        raise NonFiniteLossError(f"the loss is {loss_value}")
+    t1 = clock.mark()
     optimizer.zero_grad(set_to_none=True)
     backward(model, loss)
-    t2 = clock.now()
+    t2 = clock.mark()
+    # One synchronisation for both numbers; the loss is checked before the update, so a
+    # non-finite loss leaves the weights as they were.
+    loss_value, acc = torch.stack([loss.detach(), (logits.argmax(1) == labels).float().mean()]).tolist()
+    if not math.isfinite(loss_value):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"the loss is {loss_value}")
     optimizer.step()
-    t3 = clock.now()
+    t3 = clock.mark()
+    clock.wait(t3)
     row = {
         "loss": loss_value,
-        "acc": (logits.argmax(1) == labels).float().mean().item(),
-        "time_step_ms": (t3 - t0) * 1e3,
-        "time_forward_ms": (t1 - t0) * 1e3,
-        "time_backward_ms": (t2 - t1) * 1e3,
+        "acc": acc,
+        "time_step_ms": clock.ms(t0, t3),
+        "time_forward_ms": clock.ms(t0, t1),
+        "time_backward_ms": clock.ms(t1, t2),
         "act_mem_mb": meter.mb,
     }
+    if data_start is not None:
+        row["time_data_ms"] = clock.ms(data_start, t0)
     peak = peak_mem_mb(device)
     if peak is not None:
         row["peak_mem_mb"] = peak

@@ -24,7 +24,7 @@ from odenet.checkpoint import load_checkpoint, save_checkpoint
 from odenet.config import ConfigError, TrainConfig
 from odenet.data import DataBundle, build_loaders
 from odenet.engine import NonFiniteLossError, evaluate, to_device, train_step
-from odenet.measure import Clock, rss_peak_mb
+from odenet.measure import EventClock, rss_peak_mb
 from odenet.models import backbone_entry, create_backbone
 from odenet.models.ode import SolverError, ode_blocks, read_nfe
 from odenet.runlog import RunLogger, truncate_metrics, write_config, write_json
@@ -81,20 +81,26 @@ def configure_backends(cfg: TrainConfig) -> None:
         torch.backends.cudnn.allow_tf32 = cfg.tf32
 
 
-def speed_up(model: nn.Module, cfg: TrainConfig) -> None:
+def speed_up(model: nn.Module, *, channels_last: bool = False, amp: str = "none", compile: bool = False) -> None:
     """Apply the opt-in speed settings: channels-last, bf16 fields, torch.compile.
 
     Compilation is in place (``Module.compile``) and applies to the ODE fields — the solver's
     Python control flow stays eager — or, for backbones without ODE blocks, to the feature
     blocks, so both sides of a comparison get the same treatment.
     """
-    if cfg.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     blocks = ode_blocks(model)
-    if cfg.amp == "bf16":
+    if amp == "bf16":
         for block in blocks.values():
             block.set_autocast(torch.bfloat16)
-    if cfg.compile:
+    if compile:
+        if any(b.solver.adjoint for b in blocks.values()):
+            # The adjoint differentiates the field with retain_graph=True, which compiled
+            # backward graphs with donated buffers refuse (seen with torch 2.11 on an H200).
+            import torch._functorch.config as functorch_config
+
+            functorch_config.donated_buffer = False
         for module in [b.func for b in blocks.values()] or list(model.features.children()) or [model.features]:
             module.compile()
 
@@ -125,7 +131,7 @@ class Trainer:
                                   on_device=self.device if cfg.data_on_device else None,
                                   rank=self.dist.rank, world_size=self.dist.world_size)
         self.raw_model = build_model(cfg, self.data).to(self.device)
-        speed_up(self.raw_model, cfg)
+        speed_up(self.raw_model, channels_last=cfg.channels_last, amp=cfg.amp, compile=cfg.compile)
         self.model = self._wrap(self.raw_model)
         self.params = list(self.model.parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
@@ -242,27 +248,25 @@ class Trainer:
         skip, p.batches_done = p.batches_done, 0  # a mid-epoch resume replays the epoch's draws up to here
         bar = tqdm(total=total, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (cfg.progress and self.dist.is_main) or None, file=sys.stderr)
-        clock = Clock(self.device)
+        clock = EventClock(self.device)
         rows: list[dict] = []
         consecutive_skips = 0
         batches = iter(loader)
         try:
             for index in range(total):
-                t0 = clock.now()
+                data_start = clock.mark()
                 batch = next(batches)
                 if index < skip:
                     continue
                 images, labels = to_device(batch, self.device, cfg.channels_last)
-                time_data_ms = (clock.now() - t0) * 1e3
                 try:
-                    row = train_step(self.model, images, labels, self.optimizer, self.params)
+                    row = train_step(self.model, images, labels, self.optimizer, self.params, data_start)
                 except (SolverError, NonFiniteLossError) as exc:
                     consecutive_skips = self._on_failure(exc, epoch, index, logger, consecutive_skips)
                     p.batches_done = index + 1
                     continue
                 consecutive_skips = 0
-                row = distributed.combine_rows(self.dist, {**row, "time_data_ms": time_data_ms,
-                                                           "lr": self.optimizer.param_groups[0]["lr"]})
+                row = distributed.combine_rows(self.dist, {**row, "lr": self.optimizer.param_groups[0]["lr"]})
                 p.step += 1
                 p.batches_done = index + 1
                 if logger:
