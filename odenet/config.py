@@ -192,8 +192,9 @@ def _solver_names() -> str:
 
 
 # Solver fields, and which backbones/solvers they apply to (see TrainConfig.resolve).
-ODE_FIELDS = ("solver", "tol", "rtol", "atol", "adjoint", "adjoint_tol", "seminorm", "max_num_steps", "steps", "t1")
-TOLERANCE_FIELDS = ("tol", "rtol", "atol", "adjoint_tol", "seminorm", "max_num_steps")
+ODE_FIELDS = ("solver", "tol", "rtol", "atol", "adjoint", "adjoint_tol", "seminorm", "max_num_steps", "steps", "t1",
+              "fast_rk")
+TOLERANCE_FIELDS = ("tol", "rtol", "atol", "adjoint_tol", "seminorm", "max_num_steps", "fast_rk")
 
 
 @dataclass
@@ -227,6 +228,8 @@ class TrainConfig:
     max_num_steps: int | None = opt(1000, "adaptive solvers fail after this many steps per solve (runaway guard)")
     steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...) and rknet: number of steps (default 6)")
     t1: float | None = opt(1.0, "integrate the ODE blocks over t in [0, T1]")
+    fast_rk: bool | None = opt(True, "adaptive Runge-Kutta solvers with odenet's cheaper stage arithmetic (same "
+                                     "method and step control as torchdiffeq); --no-fast-rk runs torchdiffeq's own")
     seed: int = opt(0, "seed of weights, batch order and augmentation")
     device: str = opt("auto", "auto, cpu or cuda")
     out_dir: str = opt("runs", "parent folder of run directories", metavar="DIR")
@@ -259,7 +262,7 @@ class TrainConfig:
         return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
                               adjoint_rtol=self.adjoint_tol, adjoint_atol=self.adjoint_tol,
                               seminorm=bool(self.seminorm), max_num_steps=self.max_num_steps, steps=self.steps,
-                              t1=self.t1)
+                              t1=self.t1, fast_rk=self.fast_rk is not False)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "config"}

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from odenet.config import (ODE_FIELDS, ConfigError, TrainConfig, build_parser, coerce, flag, opt,
+from odenet.config import (ODE_FIELDS, TOLERANCE_FIELDS, ConfigError, TrainConfig, build_parser, coerce, flag, opt,
                            resolve_train_config)
 from odenet.registry import closest
 
@@ -164,8 +164,7 @@ def _resolve_point(values: dict[str, Any]) -> TrainConfig:
     elif backbone == "rknet":
         values = {k: v for k, v in values.items() if k in ("steps", "t1") or k not in ODE_FIELDS}
     elif not is_adaptive(values.get("solver", TrainConfig.solver) or "dopri5"):
-        values = {k: v for k, v in values.items() if k not in ("tol", "rtol", "atol", "adjoint_tol", "seminorm",
-                                                               "max_num_steps")}
+        values = {k: v for k, v in values.items() if k not in TOLERANCE_FIELDS}
     else:
         values = {k: v for k, v in values.items() if k != "steps"}
     return resolve_train_config(TrainConfig(**values), set(values))

@@ -134,9 +134,21 @@ def test_resnet_act_mem_grows_with_depth():
     for depth in (2, 4, 8):
         model = odenet.create_backbone("resnet", in_channels=1, num_classes=10, depth=depth)
         with SavedTensorMeter(exclude=model.parameters()) as meter:
-            F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y)
         mem.append(meter.bytes)
+        del loss
+    assert mem[1] - mem[0] > 0
     assert mem[2] - mem[1] == pytest.approx(2 * (mem[1] - mem[0]), rel=1e-6)  # linear in depth
+
+
+def test_meter_counts_only_what_the_graph_still_holds_at_exit():
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensorMeter() as kept:
+        y = x.exp()  # the graph of y is alive at exit: its saved result counts
+    with SavedTensorMeter() as dropped:
+        x.exp().sum()  # this graph is freed before exit: nothing is held for a backward
+    assert (kept.bytes, dropped.bytes) == (4000, 0)
+    del y
 
 
 def test_train_step_reports_every_measurement():

@@ -76,8 +76,12 @@ class SolverSettings:
             parameter integrals (Kidger et al. 2021, "Hey, that's not an ODE"), which
             usually cuts backward NFE.
         max_num_steps: adaptive solvers give up after this many steps (a guard against
-            runaway stiffness) with torchdiffeq's "max_num_steps exceeded" error.
+            runaway stiffness) with torchdiffeq's "max_num_steps exceeded" error. torchdiffeq
+            counts per output interval: per solve for a classifier's [0, t1], per gap between
+            observation times for :meth:`ODEBlock.trajectory`.
         steps: number of equal steps of a fixed-grid solver.
+        fast_rk: adaptive Runge–Kutta methods use :mod:`odenet.models.fast_rk` (torchdiffeq's
+            step control with cheaper stage arithmetic); False runs torchdiffeq's own solver.
     """
 
     method: str = "dopri5"
@@ -90,6 +94,7 @@ class SolverSettings:
     max_num_steps: int | None = None
     steps: int | None = None
     t1: float = 1.0
+    fast_rk: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in SOLVERS:
@@ -113,6 +118,12 @@ class SolverSettings:
         else:
             text = f"{self.method}, {self.steps} steps"
         return text + (", adjoint" if self.adjoint else "")
+
+    def torchdiffeq_method(self) -> str:
+        """The name of the solver torchdiffeq runs for ``method``."""
+        from odenet.models.fast_rk import FAST_METHODS
+
+        return FAST_METHODS.get(self.method, self.method) if self.fast_rk else self.method
 
     def options(self) -> dict:
         """torchdiffeq ``options`` for the forward solve."""
@@ -259,7 +270,7 @@ class ODEBlock(nn.Module):
         ``steps`` equal steps over [t[0], t[-1]] and interpolate the times in between.
         """
         s = self.solver
-        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": s.method, "options": s.options()}
+        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": s.torchdiffeq_method(), "options": s.options()}
         self._counted.solving_forward = True
         try:
             if s.adjoint and torch.is_grad_enabled():
