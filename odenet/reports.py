@@ -22,6 +22,7 @@ import json
 import math
 import statistics
 import sys
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,14 +193,24 @@ class Report:
         return "\n".join(out)
 
 
+_PNG_CACHE: "weakref.WeakKeyDictionary[Any, bytes]"
+
+
 def _png_bytes(figure) -> bytes:
-    buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    """The figure rendered once (the PNG file, the HTML and TensorBoard all use the same bytes)."""
+    cached = _PNG_CACHE.get(figure)
+    if cached is None:
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        cached = _PNG_CACHE[figure] = buf.getvalue()
+    return cached
 
 
 def _png_b64(figure) -> str:
     return base64.b64encode(_png_bytes(figure)).decode()
+
+
+_PNG_CACHE = weakref.WeakKeyDictionary()
 
 
 HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}"

@@ -48,18 +48,23 @@ class RunLogger:
     Args:
         purge_step: when resuming, TensorBoard events after this step (written by the
             interrupted run after its last checkpoint) are discarded.
+        classifier: write the classifier runs' HParams record and custom-scalars layout
+            (image classifiers; the dynamics experiments have their own tags).
     """
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], purge_step: int | None = None,
+                 classifier: bool = True) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         from odenet.tb import write_run_header
 
         self.run_dir = Path(run_dir)
         self.config = config
+        self.classifier = classifier
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a")
         self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
-        write_run_header(self.tb, config)
+        if classifier:
+            write_run_header(self.tb, config)
 
     def log(self, row: dict[str, Any]) -> None:
         self._jsonl.write(json.dumps(row) + "\n")
@@ -70,7 +75,7 @@ class RunLogger:
 
     def close(self, completed: bool = False) -> None:
         """Close the files; ``completed`` marks the HParams session as finished."""
-        if completed:
+        if completed and self.classifier:
             from odenet.tb import write_run_footer
 
             write_run_footer(self.tb, self.config)

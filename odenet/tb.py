@@ -61,10 +61,18 @@ def write_run_footer(writer, config: dict[str, Any]) -> None:
 
 
 def write_report(report, logdir: str, prefix: str) -> None:
-    """A report's figures (``add_figure``) and Markdown (``add_text``) under ``prefix/``."""
+    """A report's figures (as images) and Markdown (``add_text``) under ``prefix/``."""
+    import io
+
+    import numpy as np
+    from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
+
+    from odenet.reports import _png_bytes
 
     with SummaryWriter(logdir) as writer:
         for name, figure in report.figures.items():
-            writer.add_figure(f"{prefix}/{name}", figure, global_step=0, close=False)
+            # The PNG the report already rendered (add_figure would render it again).
+            image = np.asarray(Image.open(io.BytesIO(_png_bytes(figure))).convert("RGB"))
+            writer.add_image(f"{prefix}/{name}", image, global_step=0, dataformats="HWC")
         writer.add_text(f"{prefix}/report", report.markdown(), global_step=0)

@@ -87,6 +87,16 @@ def tiny_fashion(data_root) -> Path:
     return data_root
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models (the dynamics experiments): a second intra-op thread only adds synchronisation,
+    and on a busy 2-core machine makes a step 5-10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -56,8 +56,16 @@ def test_bad_sweep_files(tmp_path, data, message):
 def test_every_shipped_config_loads():
     from odenet.config import parse_train_args
 
+    from odenet.config import parse
+    from odenet.dynamics.config import FitAllConfig, LatentConfig, fit_configs, resolve_latent
+
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        if "grid" in yaml.safe_load(path.read_text()):
+        if path.name == "dynamics-fit-all.yaml":
+            cfg, explicit = parse(FitAllConfig, ["--config", str(path)], "t", "t")
+            assert len(fit_configs(cfg, explicit)) == 5
+        elif path.name == "dynamics-latent.yaml":
+            assert resolve_latent(*parse(LatentConfig, ["--config", str(path)], "t", "t")).iters > 0
+        elif "grid" in yaml.safe_load(path.read_text()):
             assert expand(load_plan(SweepArgs(config=str(path))))
         else:
             assert parse_train_args(["--config", str(path)]).backbone

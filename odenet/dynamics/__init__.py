@@ -1,0 +1,11 @@
+"""The seed's other experiments: learning 2-D dynamical systems from trajectories, and a latent-ODE VAE.
+
+Built on the classifier study's infrastructure: learned fields run inside :class:`odenet.ODEBlock`
+(so ``nfe_forward`` / ``nfe_backward`` are the project's exact counts), configs are dataclasses
+parsed by :mod:`odenet.config`, runs write ``metrics.jsonl`` and TensorBoard through
+:class:`odenet.runlog.RunLogger`, and reports go through :mod:`odenet.reports`.
+
+Modules: ``systems`` (true systems registry), ``fields`` (learned fields registry and the model),
+``data`` (irregular observation times, sub-trajectory batches), ``fit`` (fitting and fit-all),
+``latent`` (latent-ODE VAE), ``plots`` and ``report`` (no torch), ``cli`` (the commands).
+"""
