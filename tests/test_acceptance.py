@@ -48,7 +48,8 @@ def test_demo_runs_end_to_end(tmp_path):
                              "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("run ")) + 2
+    # the summary table's header; the trainer's own "run <dir> | ..." lines come before it
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["run", "test", "acc"]) + 2
     table = lines[start:start + 3]
     assert table[0].startswith("resnet") and "direct" in table[1] and "adjoint" in table[2]
     report = (tmp_path / "demo" / "report.md").read_text()

@@ -265,3 +265,15 @@ def test_ddp_shards_make_up_the_single_process_global_batches(tiny_fashion, on_d
             assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
     test_labels = [torch.cat([y for _, y in r.test]) for r in ranks]
     assert sorted(torch.cat(test_labels).tolist()) == sorted(torch.cat([y for _, y in one.test]).tolist())
+
+
+def test_download_failure_is_one_sentence(data_root, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    with pytest.raises(DataNotFoundError, match=r"--download of MNIST into .* failed \(.*name resolution.*\); "
+                                                r"check the network"):
+        build_loaders("mnist", batch_size=8, data_dir=data_root, download=True)
