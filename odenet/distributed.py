@@ -20,8 +20,10 @@ import torch.distributed as dist
 # How each per-step measurement combines across ranks (anything else: rank 0's value).
 MEAN_KEYS = ("loss", "acc", "act_mem_mb", "nfe_backprop", "steps_accepted", "steps_rejected",
              "steps_accepted_backward", "steps_rejected_backward")
-MAX_KEYS = ("time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms", "peak_mem_mb")
+MAX_KEYS = ("time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms", "time_ms", "peak_mem_mb")
+SUM_KEYS = ("images_per_s",)
 NFE_KEYS = ("nfe_forward", "nfe_backward")
+BLOCK_NFE_PREFIXES = ("nfe_forward/", "nfe_backward/")
 
 
 @dataclass(frozen=True)
@@ -58,24 +60,40 @@ def shutdown(ctx: Context) -> None:
 
 
 def combine_rows(ctx: Context, row: dict[str, Any]) -> dict[str, Any]:
-    """One training step's row from every rank → the row rank 0 logs."""
+    """One training step's (or evaluation's) row from every rank → the row rank 0 logs.
+
+    ``nfe_forward`` is the mean over ranks, ``nfe_forward_min`` / ``_max`` the extremes over
+    every rank's batches (as in a single-process evaluation row), ``nfe_forward/rank<r>`` each
+    rank's mean; likewise backward.
+    """
     if not ctx.active:
         return row
     rows: list[dict[str, Any]] = [{} for _ in range(ctx.world_size)]
     dist.all_gather_object(rows, row)
     out = dict(rows[0])
+    block_keys = [k for k in out if k.startswith(BLOCK_NFE_PREFIXES)]  # per ODE block: mean over ranks
     for key in MEAN_KEYS:
         if key in out:
             out[key] = statistics.fmean(r[key] for r in rows)
     for key in MAX_KEYS:
         if key in out:
             out[key] = max(r[key] for r in rows)
+    for key in SUM_KEYS:
+        if key in out:
+            out[key] = sum(r[key] for r in rows)
     for key in NFE_KEYS:
         if key in out:
             values = [r[key] for r in rows]
             out[key] = statistics.fmean(values)
-            out[f"{key}_max"] = max(values)
+            if f"{key}_max" in row:  # an evaluation row: each rank's per-batch extremes
+                out[f"{key}_min"] = min(r[f"{key}_min"] for r in rows)
+                out[f"{key}_max"] = max(r[f"{key}_max"] for r in rows)
+            else:  # a training row: each rank's shard of the global batch is one batch
+                out[f"{key}_min"] = min(values)
+                out[f"{key}_max"] = max(values)
             out.update({f"{key}/rank{i}": v for i, v in enumerate(values)})
+    for key in block_keys:
+        out[key] = statistics.fmean(r[key] for r in rows)
     return out
 
 

@@ -53,8 +53,8 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, opt
     """Forward, backward and optimizer step on one batch already on the model's device.
 
     Phase times come from :class:`EventClock` marks, read after the step's two unavoidable
-    synchronisations (the loss, which decides whether to update, and the step's end). ``data_start``: an EventClock mark taken before
-    the batch was fetched, giving ``time_data_ms``.
+    synchronisations (the loss, which decides whether to update, and the step's end).
+    ``data_start``: an EventClock mark taken before the batch was fetched, giving ``time_data_ms``.
     """
     device = images.device
     clock = EventClock(device)

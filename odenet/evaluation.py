@@ -22,8 +22,8 @@ from torch import nn
 from odenet.checkpoint import load_checkpoint
 from odenet.config import ConfigError, TrainConfig, flag, opt, parse
 from odenet.data import build_loaders
-from odenet.engine import evaluate
-from odenet.measure import SavedTensorMeter, peak_mem_mb, reset_peak
+from odenet.engine import evaluate, to_device
+from odenet.measure import SavedTensorMeter
 from odenet.models.ode import ODEBlock, SOLVERS, SolverSettings, is_adaptive, ode_blocks, read_nfe, set_solver
 
 
@@ -49,8 +49,9 @@ class EvalConfig:
 @dataclass(frozen=True)
 class Setting:
     solver: str | None
-    tol: float | None = None
+    tol: float | None = None  # rtol
     steps: int | None = None
+    atol: float | None = None  # None: atol = tol
 
 
 def parse_eval_args(argv: list[str] | None = None) -> EvalConfig:
@@ -85,6 +86,9 @@ def plan_settings(cfg: EvalConfig, train: TrainConfig) -> list[Setting]:
                               f"drop {'them' if len(given) > 1 else 'it'}")
         return [Setting(None)]
     settings: list[Setting] = []
+    # A tolerance of the sweep is rtol; atol keeps the training's atol / rtol ratio, so the row at the
+    # training tolerance is exactly the training setting (usually rtol = atol).
+    ratio = train.atol / train.rtol if train.rtol and train.atol else 1.0
     for solver in cfg.solvers or [train.solver]:
         if is_adaptive(solver):
             tols = list(cfg.tols or [])
@@ -92,7 +96,8 @@ def plan_settings(cfg: EvalConfig, train: TrainConfig) -> list[Setting]:
                 tols += [train.rtol, tighter(train.rtol)]
             if not tols:
                 raise ConfigError(f"adaptive solver {solver} needs --tols (e.g. --tols 1e-1,1e-3,1e-5)")
-            settings += [Setting(solver, tol=t) for t in sorted(set(tols), reverse=True)]
+            settings += [Setting(solver, tol=t, atol=None if ratio == 1.0 else float(f"{t * ratio:.6g}"))
+                         for t in sorted(set(tols), reverse=True)]
         else:
             steps = list(cfg.steps or ([train.steps] if solver == train.solver and train.steps else []))
             if not steps:
@@ -108,7 +113,8 @@ def tighter(tol: float) -> float:
 
 def apply_setting(model: nn.Module, s: Setting) -> None:
     if s.tol is not None:
-        set_solver(model, method=s.solver, rtol=s.tol, atol=s.tol, steps=None, seminorm=False)
+        set_solver(model, method=s.solver, rtol=s.tol, atol=s.tol if s.atol is None else s.atol, steps=None,
+                   seminorm=False)
     else:
         set_solver(model, method=s.solver, steps=s.steps, seminorm=False)
 
@@ -213,7 +219,7 @@ def act_mem_mb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> 
 
 def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the sweep → (meta, rows). Raises ConfigError / CheckpointError / data errors on bad input."""
-    from odenet.trainer import build_model, pick_device
+    from odenet.trainer import build_model, pick_device, speed_up
 
     device = pick_device(cfg.device)
     state = load_checkpoint(cfg.checkpoint, map_location="cpu")
@@ -229,9 +235,12 @@ def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, An
     ref_tol = cfg.reference_tol or (min(tols) / 100 if tols else 1e-7)
     reference = Reference(model, ref_tol, cfg.reference_images) if ode_blocks(model) else None
     flops = FlopCounter(model, (data.spec.channels, data.spec.image_size, data.spec.image_size))
-    _warm_up(model, data.test, device)
-    rows = [_evaluate_setting(model, s, data.test, device, cfg.limit_test_batches, reference, flops)
-            for s in settings]
+    # Evaluated as trained (after the float32 reference and FLOP tracing have copied the model):
+    # a bf16 field stays bf16. torch.compile only changes speed and is left out.
+    speed_up(model, channels_last=train.channels_last, amp=train.amp)
+    _warm_up(model, data.test, device, train.channels_last)
+    rows = [_evaluate_setting(model, s, data.test, device, cfg.limit_test_batches, reference, flops,
+                              train.channels_last) for s in settings]
     meta = {"checkpoint": str(cfg.checkpoint), "backbone": train.backbone, "dataset": train.dataset,
             "train_setting": _train_setting(train), "train_tol": train.rtol, "train_solver": train.solver,
             "reference": (f"float64 dopri5 at rtol = atol = {ref_tol:g}, first {cfg.reference_images} images of each "
@@ -244,10 +253,10 @@ def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, An
 
 
 @torch.no_grad()
-def _warm_up(model: nn.Module, loader, device: torch.device) -> None:
+def _warm_up(model: nn.Module, loader, device: torch.device, channels_last: bool) -> None:
     """One untimed forward pass, so that the first setting's time_ms holds no one-off start-up cost."""
-    images, _ = next(iter(loader))
-    model(images.to(device))
+    images, _ = to_device(next(iter(loader)), device, channels_last)
+    model(images)
     read_nfe(model)
 
 
@@ -267,7 +276,7 @@ def _train_setting(train: TrainConfig) -> str | None:
 
 
 def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device, limit: int | None,
-                      reference: Reference | None, flops: FlopCounter) -> dict[str, Any]:
+                      reference: Reference | None, flops: FlopCounter, channels_last: bool = False) -> dict[str, Any]:
     if s.solver is not None:
         apply_setting(model, s)
     recorder = BlockRecorder(model)
@@ -278,22 +287,19 @@ def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device
             errors.append(max(reference.error(name, x, y) for name, (x, y) in recorder.io.items()))
 
     try:
-        row = evaluate(model, loader, device, limit=limit, after_batch=measure_error)
+        row = evaluate(model, loader, device, limit=limit, after_batch=measure_error, channels_last=channels_last)
     finally:
         recorder.remove()
-    images, labels = next(iter(loader))
-    images, labels = images.to(device), labels.to(device)
-    reset_peak(device)
+    images, labels = to_device(next(iter(loader)), device, channels_last)
+    # peak_mem_mb stays evaluate's (the inference batches'); this probe keeps a training graph
     row["act_mem_mb"] = act_mem_mb(model, images, labels)
-    peak = peak_mem_mb(device)
-    if peak is not None:
-        row["peak_mem_mb"] = max(row.get("peak_mem_mb", 0.0), peak)
     read_nfe(model)  # the memory probe's evaluations are not part of the sweep
     blocks = ode_blocks(model)
     nfe = {name: row.get(f"nfe_forward/{name}", row.get("nfe_forward", 0.0)) for name in blocks}
     row["flops"] = flops.per_image(nfe)
     row["ode_error"] = sum(errors) / len(errors) if errors else None
-    return {"solver": s.solver, "tol": s.tol, "steps": s.steps, **row}
+    atol = (s.tol if s.atol is None else s.atol) if s.tol is not None else None
+    return {"solver": s.solver, "tol": s.tol, "atol": atol, "steps": s.steps, **row}
 
 
 def run_eval(cfg: EvalConfig) -> Path:

@@ -39,7 +39,7 @@ PAPER_TABLE1 = {
     "odenet": {"error": "0.42%", "params": "0.22 M", "memory": "O(1)", "time": "O(L~)"},
 }
 TABLE1_ORDER = ("mlp", "resnet", "rknet", "odenet")
-SWEEP_COLUMNS = ("solver", "tol", "steps", "acc", "loss", "nfe_forward", "nfe_forward_min", "nfe_forward_max",
+SWEEP_COLUMNS = ("solver", "tol", "atol", "steps", "acc", "loss", "nfe_forward", "nfe_forward_min", "nfe_forward_max",
                  "steps_accepted", "steps_rejected", "ode_error", "time_ms", "images_per_s", "act_mem_mb",
                  "peak_mem_mb", "flops", "images")
 
@@ -519,6 +519,8 @@ def sweep_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         setting = fmt(r["tol"], "g") if r.get("tol") else (f"{r['steps']} steps" if r.get("steps") else "—")
+        if r.get("tol") and r.get("atol") not in (None, r["tol"]):
+            setting += f" (atol {r['atol']:g})"
         nfe = (f"{r['nfe_forward']:.1f} ({r['nfe_forward_min']}–{r['nfe_forward_max']})"
                if r.get("nfe_forward") is not None else "—")
         body.append([r.get("solver") or "—", setting, fmt(r["acc"]), fmt(r["loss"]), nfe,

@@ -123,3 +123,51 @@ def test_malicious_checkpoint_is_refused_without_running_code(tmp_path, capsys):
     torch.save({"format": "odenet-checkpoint", "payload": Evil()}, path)
     assert eval_main(["--checkpoint", str(path), "--tols", "1e-1"]) == 2
     assert "refuses" in capsys.readouterr().err and not (tmp_path / "pwned").exists()
+
+
+def test_training_atol_is_kept_in_the_sweep(tiny_fashion, tmp_path):
+    from odenet.evaluation import Setting, apply_setting
+    from odenet.models.ode import ode_blocks
+
+    run = train_tiny(tiny_fashion, tmp_path, "odenet", "--tol", "1e-2", "--atol", "1e-4")
+    meta, rows = sweep_checkpoint(EvalConfig(checkpoint=str(run / "last.pt"), tols=[1e-1], limit_test_batches=1))
+    assert [(r["tol"], r["atol"]) for r in rows] == [(1e-1, 1e-3), (1e-2, 1e-4), (1e-4, 1e-6)]
+    model = create_backbone("odenet", in_channels=1, num_classes=10)
+    apply_setting(model, Setting("dopri5", tol=1e-2, atol=1e-4))
+    (block,) = ode_blocks(model).values()
+    assert (block.solver.rtol, block.solver.atol) == (1e-2, 1e-4)
+
+
+def test_sweep_peak_mem_is_the_inference_peak(odenet_run, monkeypatch):
+    import odenet.engine as engine
+    import odenet.evaluation as evaluation
+
+    phase = {"now": "inference"}  # a CPU stand-in for CUDA's peak counter: a figure per phase
+    fake_peak = lambda device: {"inference": 10.0, "probe": 500.0}[phase["now"]]  # noqa: E731
+    for module in (engine, evaluation):
+        monkeypatch.setattr(module, "peak_mem_mb", fake_peak, raising=False)
+        monkeypatch.setattr(module, "reset_peak", lambda device: phase.update(now="inference"), raising=False)
+    probe = evaluation.act_mem_mb
+
+    def act_mem_probe(*args):
+        phase["now"] = "probe"  # the probe keeps a training graph: its peak is not an inference figure
+        return probe(*args)
+
+    monkeypatch.setattr(evaluation, "act_mem_mb", act_mem_probe)
+    meta, rows = sweep_checkpoint(EvalConfig(checkpoint=str(odenet_run / "last.pt"), tols=[1e-1],
+                                             limit_test_batches=1))
+    assert all(r["act_mem_mb"] > 0 for r in rows)
+    assert [r["peak_mem_mb"] for r in rows] == [10.0] * 3
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_sweep_at_the_training_tolerance_reproduces_the_training_test_row(tiny_fashion, tmp_path, amp):
+    from odenet.runlog import read_metrics
+
+    run = train_tiny(tiny_fashion, tmp_path, "odenet", "--tol", "1e-2", "--amp", amp)
+    (test,) = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "test"]
+    meta, rows = sweep_checkpoint(EvalConfig(checkpoint=str(run / "last.pt"), tols=[1e-1], reference_images=4))
+    (at_train,) = [r for r in rows if r["tol"] == 1e-2]
+    assert meta["config"]["amp"] == amp
+    assert (at_train["acc"], at_train["nfe_forward"], at_train["images"]) == (test["acc"], test["nfe_forward"], 64)
+    assert at_train["loss"] == pytest.approx(test["loss"], rel=1e-6)

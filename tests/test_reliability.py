@@ -370,3 +370,28 @@ def test_ddp_logs_per_rank_nfe_and_resumes(tiny_fashion, tmp_path):
     for r in rows:
         per_rank = [r["nfe_forward/rank0"], r["nfe_forward/rank1"]]
         assert r["nfe_forward"] == pytest.approx(sum(per_rank) / 2) and r["nfe_forward_max"] == max(per_rank)
+
+
+def test_rank_rows_combine_into_global_extremes(monkeypatch):
+    from odenet import distributed
+
+    def gather(rows, row):  # what all_gather_object fills in on a 2-rank job
+        rows[:] = ranks
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+    ctx = distributed.Context(rank=0, world_size=2)
+    # evaluation rows: rank 0's batches took 20 and 44 NFE, rank 1's 26 and 26
+    ranks = [{"acc": 0.5, "nfe_forward": 32.0, "nfe_forward_min": 20, "nfe_forward_max": 44, "time_ms": 3.0,
+              "images_per_s": 100.0, "nfe_forward/b0": 12.0, "nfe_forward/b1": 20.0},
+             {"acc": 0.7, "nfe_forward": 26.0, "nfe_forward_min": 26, "nfe_forward_max": 26, "time_ms": 5.0,
+              "images_per_s": 80.0, "nfe_forward/b0": 10.0, "nfe_forward/b1": 16.0}]
+    out = distributed.combine_rows(ctx, ranks[0])
+    assert (out["nfe_forward"], out["nfe_forward_min"], out["nfe_forward_max"]) == (29.0, 20, 44)
+    assert (out["nfe_forward/rank0"], out["nfe_forward/rank1"]) == (32.0, 26.0)
+    assert (out["nfe_forward/b0"], out["nfe_forward/b1"]) == (11.0, 18.0)
+    assert (out["time_ms"], out["images_per_s"], out["acc"]) == (5.0, 180.0, pytest.approx(0.6))
+    # training rows: one shard of the global batch per rank
+    ranks = [{"nfe_forward": 20.0, "nfe_backward": 26.0}, {"nfe_forward": 32.0, "nfe_backward": 20.0}]
+    out = distributed.combine_rows(ctx, ranks[0])
+    assert (out["nfe_forward"], out["nfe_forward_min"], out["nfe_forward_max"]) == (26.0, 20.0, 32.0)
+    assert (out["nfe_backward_min"], out["nfe_backward_max"]) == (20.0, 26.0)
