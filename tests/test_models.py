@@ -154,3 +154,35 @@ def test_time_conv_equals_the_concatenating_form(t):
     g_out, g_ref = (torch.autograd.grad(y.square().sum(), [x, layer.conv.weight, layer.conv.bias])
                     for y in (out, reference))
     assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(g_out, g_ref))
+
+
+@pytest.mark.parametrize("length, steps_per_unit, expected", [
+    (1.0, 3, 3), (0.7, 3 / 0.7, 3), (-1.0, 6, 6), (2.0, 6, 12), (0.25, 10, 3), (1e-4, 10, 1)])
+def test_grid_steps_keep_the_step_size_without_rounding_noise(length, steps_per_unit, expected):
+    from odenet.models.ode import grid_steps
+
+    assert grid_steps(length, steps_per_unit) == expected
+
+
+def test_fixed_step_trajectories_keep_the_step_size_forward_and_in_the_adjoint():
+    torch.manual_seed(0)
+    field = torch.nn.Linear(3, 3).double()
+    settings = SolverSettings(method="rk4", steps=10, adjoint=True)
+
+    class Field(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = field
+
+        def forward(self, t, x):
+            return torch.tanh(self.lin(x))
+
+    block = odenet.ODEBlock(Field(), settings)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    out = block.trajectory(x, torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64))
+    out.square().sum().backward()
+    stats = odenet.read_nfe(torch.nn.Sequential(block))
+    # step size 1/10 over [0, 2]: 20 RK4 steps forward; the adjoint solves each gap (5 + 5 + 10 steps)
+    assert (stats["steps_accepted"], stats["nfe_forward"]) == (20, 80)
+    assert (stats["steps_accepted_backward"], stats["nfe_backward"]) == (20, 80)
+    assert block(x).shape == x.shape and odenet.read_nfe(torch.nn.Sequential(block))["nfe_forward"] == 40

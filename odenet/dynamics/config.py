@@ -56,7 +56,7 @@ class SolverOptions(ConfigFile):
     adjoint_tol: float | None = opt(None, "tolerance of the adjoint solve (default: the forward one)")
     seminorm: bool = opt(False, "seminorm error control in the adjoint solve (fewer backward NFE)")
     max_num_steps: int | None = opt(5000, "adaptive solvers fail after this many steps per solve (runaway guard)")
-    steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...): equal steps per solve")
+    steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...): steps per unit of time (step size 1/N)")
 
     def solver_settings(self) -> SolverSettings:
         return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=self.adjoint,
@@ -162,7 +162,7 @@ def resolve_solver(cfg: Any, explicit: set[str]) -> dict[str, Any]:
     if given:
         raise ConfigError(f"{', '.join(given)} does not apply: {cfg.solver} is a fixed-step solver; set --steps")
     if cfg.steps is None:
-        raise ConfigError(f"fixed-step solver {cfg.solver} needs --steps N (equal steps per solve)")
+        raise ConfigError(f"fixed-step solver {cfg.solver} needs --steps N (steps per unit of time)")
     return {"tol": None, "rtol": None, "atol": None, "adjoint_tol": None, "max_num_steps": None}
 
 

@@ -79,7 +79,10 @@ class SolverSettings:
             runaway stiffness) with torchdiffeq's "max_num_steps exceeded" error. torchdiffeq
             counts per output interval: per solve for a classifier's [0, t1], per gap between
             observation times for :meth:`ODEBlock.trajectory`.
-        steps: number of equal steps of a fixed-grid solver.
+        steps: number of equal steps of a fixed-grid solver over [0, t1]. The step size
+            t1 / steps is what is kept: a solve over another interval (a trajectory in
+            :meth:`ODEBlock.trajectory`, or the adjoint's solve of each gap between
+            observation times) takes ceil(length × steps / t1) equal steps.
         fast_rk: adaptive Runge–Kutta methods use :mod:`odenet.models.fast_rk` (torchdiffeq's
             step control with cheaper stage arithmetic); False runs torchdiffeq's own solver.
     """
@@ -129,12 +132,13 @@ class SolverSettings:
         """torchdiffeq ``options`` for the forward solve."""
         if is_adaptive(self.method):
             return {} if self.max_num_steps is None else {"max_num_steps": self.max_num_steps}
-        steps = self.steps
+        steps_per_unit = self.steps / self.t1
         # An explicit grid rather than ``step_size``: torchdiffeq builds the grid from
         # ceil(T / step_size + 1), which floating-point error can turn into one extra
         # zero-length step (and 4 extra RK4 evaluations) for step sizes like 1/3.
         return {"grid_constructor": lambda func, y0, t: torch.linspace(
-            float(t[0]), float(t[-1]), steps + 1, dtype=t.dtype, device=t.device)}
+            float(t[0]), float(t[-1]), grid_steps(float(t[-1]) - float(t[0]), steps_per_unit) + 1,
+            dtype=t.dtype, device=t.device)}
 
     def adjoint_kwargs(self) -> dict:
         options = self.options()
@@ -142,6 +146,14 @@ class SolverSettings:
             options["norm"] = "seminorm"
         return {"adjoint_rtol": self.adjoint_rtol or self.rtol, "adjoint_atol": self.adjoint_atol or self.atol,
                 "adjoint_options": options}
+
+
+def grid_steps(length: float, steps_per_unit: float) -> int:
+    """Equal steps of a fixed-grid solve over an interval of ``length`` (either sign): at least one,
+    and an exact multiple is not rounded up by floating-point noise (1 × 3 / 1 → 3, not 4)."""
+    x = abs(length) * steps_per_unit
+    nearest = round(x)
+    return max(1, nearest if abs(x - nearest) <= 1e-6 * max(1.0, x) else math.ceil(x))
 
 
 @dataclass
@@ -266,8 +278,9 @@ class ODEBlock(nn.Module):
     def trajectory(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The states at the times ``t`` (1-D, increasing or decreasing, ``t[0]`` the initial time).
 
-        Returns a (len(t), *x.shape) tensor. Counted like ``forward``; fixed-grid solvers take
-        ``steps`` equal steps over [t[0], t[-1]] and interpolate the times in between.
+        Returns a (len(t), *x.shape) tensor. Counted like ``forward``; fixed-grid solvers keep
+        the step size t1 / steps over [t[0], t[-1]] (see :class:`SolverSettings`) and interpolate
+        the times in between.
         """
         s = self.solver
         kwargs = {"rtol": s.rtol, "atol": s.atol, "method": s.torchdiffeq_method(), "options": s.options()}
