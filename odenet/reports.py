@@ -334,11 +334,18 @@ def _tol_line(ax, rows: list[dict], xkey: str, ykey: str, label: str) -> None:
         ax.annotate(text, (r[xkey], r[ykey]), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
 
+def _sweep_lines(ax, run: Run, rows: list[dict], xkey: str, ykey: str) -> None:
+    """One line per solver of a run's sweep: a sweep over several solvers is several curves."""
+    for solver, group in _by_solver(rows).items():
+        label = run.label if solver == run.config.get("solver") else f"{run.label}, evaluated with {solver}"
+        _tol_line(ax, group, xkey, ykey, label)
+
+
 def fig3a(runs: list[Run]):
     fig, ax = _figure("Fig. 3a: NFE vs numerical error (test-time sweep)", "nfe_forward", "ODE block error",
                       logy=True)
     for run in runs:
-        _tol_line(ax, [r for r in run.sweep if r.get("ode_error")], "nfe_forward", "ode_error", run.label)
+        _sweep_lines(ax, run, [r for r in run.sweep if r.get("ode_error")], "nfe_forward", "ode_error")
     has = any(r.get("ode_error") for run in runs for r in run.sweep)
     return _finish(fig, ax, None if has else "no test-time sweep in these runs:\nrun eval.py --checkpoint RUN/last.pt")
 
@@ -351,7 +358,7 @@ def fig3b(runs: list[Run]):
         fig, ax = _figure("Fig. 3b: NFE vs forward time (test-time sweep)", "nfe_forward per batch",
                           "forward time per test batch (ms)")
         for run in swept:
-            _tol_line(ax, [row for row in run.sweep if row.get("nfe_forward")], "nfe_forward", "time_ms", run.label)
+            _sweep_lines(ax, run, [row for row in run.sweep if row.get("nfe_forward")], "nfe_forward", "time_ms")
         return _finish(fig, ax)
     fig, ax = _figure("Fig. 3b: NFE vs forward time (training steps)", "nfe_forward", "time_forward_ms")
     for run in runs:
@@ -404,15 +411,19 @@ def fig_acc_vs_nfe(runs: list[Run]):
 
 def fig_acc_vs_tol(runs: list[Run]):
     fig, ax = _figure("Test accuracy vs tolerance", "tolerance", "test acc", logx=True)
-    train_tols = sorted((r.config["rtol"], r.final_test()["acc"]) for r in runs
-                        if r.config.get("rtol") and r.final_test())
-    if train_tols:
-        ax.plot(*zip(*train_tols), "o-", label="trained at this tolerance")
+    trained = defaultdict(list)  # one line per kind of run: backbone, solver, direct or adjoint
+    for r in runs:
+        if r.config.get("rtol") and r.final_test():
+            kind = f"{r.config['backbone']} {r.config['solver']} {'adjoint' if r.adjoint else 'direct'}"
+            trained[kind].append((r.config["rtol"], r.final_test()["acc"]))
+    for kind, points in trained.items():
+        ax.plot(*zip(*sorted(points)), "o-", label=f"{kind}, trained at this tolerance")
     for run in runs:
-        points = sorted((r["tol"], r["acc"]) for r in run.sweep if r.get("tol"))
-        if points:
-            ax.plot(*zip(*points), "x--", label=f"{run.label}: evaluated at other tolerances")
-    return _finish(fig, ax, None if train_tols or any(r.sweep for r in runs) else "no adaptive-solver runs")
+        for solver, group in _by_solver([r for r in run.sweep if r.get("tol")]).items():
+            points = sorted((r["tol"], r["acc"]) for r in group)
+            with_solver = "" if solver == run.config.get("solver") else f" with {solver}"
+            ax.plot(*zip(*points), "x--", label=f"{run.label}: evaluated{with_solver} at other tolerances")
+    return _finish(fig, ax, None if trained or any(r.sweep for r in runs) else "no adaptive-solver runs")
 
 
 def fig_memory_vs_nfe(runs: list[Run]):

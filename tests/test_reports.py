@@ -139,3 +139,21 @@ def test_linear_fit():
 def test_run_label():
     run = Run(Path("x"), ode_config(True, 1e-5), [], None)
     assert run.label == "odenet dopri5 tol 1e-05 adjoint" and run.is_ode and run.adjoint
+
+
+def test_a_sweep_over_several_solvers_draws_one_line_per_solver():
+    from odenet.reports import fig3a, fig_acc_vs_tol
+
+    cfg = {"backbone": "odenet", "solver": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": False, "steps": None}
+    sweep = [{"solver": solver, "tol": tol, "acc": acc, "nfe_forward": nfe, "ode_error": tol, "time_ms": nfe / 3}
+             for solver, tol, acc, nfe in [("dopri5", 1e-1, .95, 14), ("dopri5", 1e-3, .99, 26),
+                                           ("dopri5", 1e-5, .99, 50), ("bosh3", 1e-1, .90, 8),
+                                           ("bosh3", 1e-3, .98, 40)]]
+    run = Run(Path("r"), cfg, [{"split": "test", "epoch": 1, "step": 1, "acc": 0.99}], {"params": 1}, sweep)
+    lines = {line.get_label(): list(line.get_xdata()) for line in fig3a([run]).axes[0].get_lines()}
+    assert lines == {"odenet dopri5 tol 0.001 direct": [14, 26, 50],
+                     "odenet dopri5 tol 0.001 direct, evaluated with bosh3": [8, 40]}
+    labels = [line.get_label() for line in fig_acc_vs_tol([run]).axes[0].get_lines()]
+    assert labels == ["odenet dopri5 direct, trained at this tolerance",
+                      "odenet dopri5 tol 0.001 direct: evaluated at other tolerances",
+                      "odenet dopri5 tol 0.001 direct: evaluated with bosh3 at other tolerances"]
