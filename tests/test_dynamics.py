@@ -68,8 +68,8 @@ def test_true_fields_are_the_stated_formulas():
     assert torch.allclose(true_field(build_system("spiral"), 0.0, y), torch.tensor([[-16.1, 1.2]]))
     # lotka-volterra: A = [[0, -bc/d], [da/b, 0]] = [[0, -3], [1.5, 0]]
     assert torch.allclose(true_field(build_system("lotka-volterra"), 0.0, y), torch.tensor([[12.0, -3.0]]))
-    # nonlinear at y0 = (2, 0): s = 4, only the B2 branch: σ(−4) · (2·y0) B2
-    expected = torch.sigmoid(torch.tensor(-4.0)) * torch.tensor([[0.8, 4.0]])
+    # nonlinear at y0 = (2, 0): s = 4, only the B2 branch: σ(−4) · B2 (2·y0), B2's first column × 4
+    expected = torch.sigmoid(torch.tensor(-4.0)) * torch.tensor([[0.8, -4.0]])
     assert torch.allclose(true_field(build_system("nonlinear"), 0.0, torch.tensor([[2.0, 0.0]])), expected)
     # mlp-field: bias-free, fed y·t, so the field vanishes at t = 0 and is odd in y·t's sign flip of t
     mlp = build_system("mlp-field")

@@ -81,8 +81,8 @@ class CubicField(nn.Module):
 
 
 class SwitchingField(nn.Module):
-    """dy/dt = σ(s)·(y − c) A2 + σ(−s)·(y + c) B2 with s = Σ y·c: a sigmoid switch between a
-    spiral around c and one around −c."""
+    """dy/dt = σ(s)·A2(y − c) + σ(−s)·B2(y + c) with s = Σ y·c (column vectors, matrices on the
+    left): a sigmoid switch between a spiral around c and one around −c."""
 
     def __init__(self, c: torch.Tensor, A2: torch.Tensor, B2: torch.Tensor) -> None:
         super().__init__()
@@ -92,7 +92,8 @@ class SwitchingField(nn.Module):
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s = (y * self.c).sum(-1, keepdim=True)  # (B, 1)
-        return torch.sigmoid(s) * ((y - self.c) @ self.A2) + torch.sigmoid(-s) * ((y + self.c) @ self.B2)
+        # y holds row vectors, so A2(y − c) is (y − c) A2ᵀ
+        return torch.sigmoid(s) * ((y - self.c) @ self.A2.T) + torch.sigmoid(-s) * ((y + self.c) @ self.B2.T)
 
 
 class TimeScaledMLP(nn.Module):
@@ -123,7 +124,7 @@ ODE_DEMO_SPAN = (0.0, 25.0)  # ode_demo: t = linspace(0, 25, 1000)
 
 @SYSTEMS.register("spiral")
 def spiral(seed: int) -> System:
-    A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]])
+    A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=DTYPE)
     return System("spiral", CubicField(A), Y0, ODE_DEMO_SPAN, features="cubic", info={"A": A.tolist()})
 
 
@@ -148,7 +149,7 @@ def random_matrix(seed: int) -> System:
 @SYSTEMS.register("lotka-volterra")
 def lotka_volterra(seed: int) -> System:
     a, b, c, d = 1.5, 1.0, 3.0, 1.0
-    A = torch.tensor([[0.0, -b * c / d], [d * a / b, 0.0]])
+    A = torch.tensor([[0.0, -b * c / d], [d * a / b, 0.0]], dtype=DTYPE)
     # Conservative (H = 3y₁⁴/4 + 1.5y₂⁴/4 is constant) with a period of about 0.7 at this amplitude:
     # t ∈ [0, 5] shows 7 cycles, where ode_demo's [0, 25] would pack 35 into the plots.
     return System("lotka-volterra", CubicField(A), Y0, (0.0, 5.0), features="cubic",
@@ -157,8 +158,8 @@ def lotka_volterra(seed: int) -> System:
 
 @SYSTEMS.register("nonlinear")
 def nonlinear(seed: int) -> System:
-    A2 = torch.tensor([[-0.1, -0.5], [0.5, -0.1]])
-    B2 = torch.tensor([[0.2, 1.0], [-1.0, 0.2]])
+    A2 = torch.tensor([[-0.1, -0.5], [0.5, -0.1]], dtype=DTYPE)
+    B2 = torch.tensor([[0.2, 1.0], [-1.0, 0.2]], dtype=DTYPE)
     return System("nonlinear", SwitchingField(Y0, A2, B2), Y0, ODE_DEMO_SPAN,
                   info={"A2": A2.tolist(), "B2": B2.tolist()})
 
