@@ -57,7 +57,6 @@ def make_cifar10_folder(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         write_cifar_batch(folder / name, rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8),
                           np.arange(per_batch) % 10, "labels")
-    (folder / "test_batch").rename(folder / "test")
     return folder
 
 

@@ -124,7 +124,7 @@ def test_cifar10_reads_python_batches(data_root):
     images, labels = next(iter(bundle.train))
     assert images.shape == (16, 3, 32, 32) and bool(torch.isfinite(images).all())
     assert labels.max() < 10
-    with (data_root / "cifar-10-batches-py" / "test").open("rb") as fh:
+    with (data_root / "cifar-10-batches-py" / "test_batch").open("rb") as fh:
         raw = pickle.load(fh)
     test_images, _ = next(iter(bundle.test))
     assert torch.equal(unnormalize(test_images, "cifar10"),
@@ -145,7 +145,7 @@ def test_cifar_pickle_that_would_run_code_is_refused(data_root):
         def __reduce__(self):
             return (exec, ("open('pwned', 'w').write('x')",))
 
-    with (folder / "test").open("wb") as fh:
+    with (folder / "test_batch").open("wb") as fh:
         pickle.dump({b"data": Evil(), b"labels": []}, fh)
     with pytest.raises(DataFileError, match="refusing to load builtins.exec"):
         build_loaders("cifar10", batch_size=8, data_dir=data_root)

@@ -166,12 +166,14 @@ def _mnist_family(name: str, tv_class: str, dirname: str, extra: tuple[Path, ...
     return load
 
 
-def _cifar(name: str, tv_class: str, dirname: str, train_files: list[str], label_key: str):
+def _cifar(name: str, tv_class: str, dirname: str, train_files: list[str], test_file: str, label_key: str):
+    """Loader for the python version of a CIFAR archive (as unpacked, or as torchvision downloads it)."""
+
     def load(data_dir: Path | None, download: bool) -> Loaded:
         if download:
             _torchvision_download(tv_class, download_root(data_dir))
         candidates = [root / dirname for root, _ in search_roots(data_dir)]
-        wanted = [*train_files, "test"]
+        wanted = [*train_files, test_file]
 
         def missing(folder: Path) -> list[str]:
             gone = [f for f in wanted if not (folder / f).is_file()]
@@ -179,12 +181,12 @@ def _cifar(name: str, tv_class: str, dirname: str, train_files: list[str], label
 
         how = (f"unpack the python version of the {name} archive there (a folder {dirname}/ with "
                f"{', '.join(wanted)}), or pass --download where a network exists")
-        folder = _find_folder(candidates, lambda f: f.is_dir() and not missing(f) and (f / "test").is_file(),
+        folder = _find_folder(candidates, lambda f: f.is_dir() and not missing(f) and (f / test_file).is_file(),
                               missing, name, how)
         parts = [read_cifar_batch(folder / f, label_key) for f in train_files]
         train = Split(torch.from_numpy(np.concatenate([p[0] for p in parts])),
                       torch.from_numpy(np.concatenate([p[1] for p in parts])))
-        test_images, test_labels = read_cifar_batch(folder / "test", label_key)
+        test_images, test_labels = read_cifar_batch(folder / test_file, label_key)
         return Loaded(train, Split(torch.from_numpy(test_images), torch.from_numpy(test_labels)), str(folder))
 
     return load
@@ -262,6 +264,6 @@ _add(DatasetSpec("fashion-mnist", 1, 10, 28, (0.2860,), (0.3530,), hflip=False,
 _add(DatasetSpec("mnist-5k", 1, 10, 28, MNIST_MEAN, MNIST_STD, hflip=False, load=_load_mnist5k))
 _add(DatasetSpec("cifar10", 3, 10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), hflip=True,
                  load=_cifar("cifar10", "CIFAR10", "cifar-10-batches-py",
-                             [f"data_batch_{i}" for i in range(1, 6)], "labels")))
+                             [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels")))
 _add(DatasetSpec("cifar100", 3, 100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), hflip=True,
-                 load=_cifar("cifar100", "CIFAR100", "cifar-100-python", ["train"], "fine_labels")))
+                 load=_cifar("cifar100", "CIFAR100", "cifar-100-python", ["train"], "test", "fine_labels")))
