@@ -58,12 +58,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **state}, fh))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and sanity-check an odenet checkpoint.
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ("model", "config")) -> dict[str, Any]:
+    """Load and sanity-check an odenet checkpoint holding at least the ``required`` entries.
 
     Raises:
-        CheckpointError: missing, truncated, not a checkpoint, or holding objects that
-            ``weights_only`` loading refuses (e.g. a pickle that would run code).
+        CheckpointError: missing, truncated, not a checkpoint, lacking a required entry, or
+            holding objects that ``weights_only`` loading refuses (e.g. a pickle that would run code).
     """
     path = Path(path)
     if not path.is_file():
@@ -87,6 +88,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an odenet checkpoint (no '{FORMAT}' marker); pass a last.pt or "
                               f"best.pt from a run directory")
+    lacking = [key for key in required if key not in state]
+    if lacking:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(lacking)} (damaged, or written by another "
+                              f"tool); pass a last.pt or best.pt that train.py wrote")
     return state
 
 

@@ -146,6 +146,11 @@ def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the path given to --config") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8); pass a YAML file to --config") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc}); pass a readable YAML file "
+                          f"to --config") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") \
             from None
@@ -294,6 +299,8 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
             raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {cfg.workers}")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1 (numpy's range), got {cfg.seed}")
     for name in ("lr", "tol", "rtol", "atol", "adjoint_tol", "t1", "lr_gamma"):
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):

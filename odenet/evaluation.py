@@ -222,7 +222,7 @@ def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, An
     from odenet.trainer import build_model, pick_device, speed_up
 
     device = pick_device(cfg.device)
-    state = load_checkpoint(cfg.checkpoint, map_location="cpu")
+    state = load_checkpoint(cfg.checkpoint, map_location="cpu", required=("model", "config", "epoch"))
     train = _train_config(state, cfg.checkpoint)
     settings = plan_settings(cfg, train)
     data = build_loaders(train.dataset, batch_size=train.batch_size,

@@ -32,13 +32,21 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def truncate_metrics(path: Path, step: int, epoch: int) -> None:
-    """Keep only rows logged up to a checkpoint (training step ≤ ``step``, evaluations of epochs ≤ ``epoch``).
+def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -> None:
+    """Keep only rows logged up to a checkpoint: training steps ≤ ``step``, evaluations of epochs
+    ≤ ``epoch``, and skipped batches up to the checkpoint (of completed epochs, or among the
+    first ``batches_done`` batches of the epoch under way).
 
-    Resuming from that checkpoint then appends the rest without duplicated or torn rows.
+    Resuming from that checkpoint then appends the rest without duplicated, lost or torn rows.
     """
-    keep = [r for r in read_metrics(path)
-            if (r["split"] == "train" and r["step"] <= step) or (r["split"] != "train" and r["epoch"] <= epoch)]
+    def kept(r: dict) -> bool:
+        if r["split"] == "train":
+            return r["step"] <= step
+        if r["split"] == "skipped":
+            return r["epoch"] <= epoch or (r["epoch"] == epoch + 1 and r["batch"] < batches_done)
+        return r["epoch"] <= epoch
+
+    keep = [r for r in read_metrics(path) if kept(r)]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 

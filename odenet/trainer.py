@@ -7,6 +7,7 @@ from the last checkpoint, bit for bit on CPU); turns solver blow-ups into one ex
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ from odenet.engine import NonFiniteLossError, evaluate, to_device, train_step
 from odenet.measure import EventClock, rss_peak_mb
 from odenet.models import backbone_entry, create_backbone
 from odenet.models.ode import SolverError, ode_blocks, read_nfe
-from odenet.runlog import RunLogger, truncate_metrics, write_config, write_json
+from odenet.runlog import RunLogger, read_metrics, truncate_metrics, write_config, write_json
 from odenet.runstate import Progress, check_resume_config, resolve_run_dir, restore_rng, rng_state
 
 SUMMARY_KEYS = ("loss", "acc", "nfe_forward", "nfe_backward", "nfe_backprop", "steps_accepted", "steps_rejected",
@@ -105,6 +106,9 @@ def speed_up(model: nn.Module, *, channels_last: bool = False, amp: str = "none"
             module.compile()
 
 
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "metrics")
+
+
 class Trainer:
     """Holds one run's objects; :meth:`fit` trains, evaluates every epoch and checkpoints."""
 
@@ -119,7 +123,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.run_dir, resume_from = resolve_run_dir(cfg)
         # Read and check the checkpoint before anything else, so a wrong --resume fails first and fast.
-        saved = load_checkpoint(resume_from, map_location=self.device) if resume_from else None
+        saved = load_checkpoint(resume_from, map_location=self.device, required=RESUME_KEYS) if resume_from else None
         if saved is not None:
             check_resume_config(saved["config"], cfg, resume_from)
         seed_everything(cfg.seed)
@@ -130,6 +134,10 @@ class Trainer:
                                   pin_memory=self.device.type == "cuda",
                                   on_device=self.device if cfg.data_on_device else None,
                                   rank=self.dist.rank, world_size=self.dist.world_size)
+        if len(self.data.train) == 0:
+            per = " this process's share of the" if self.dist.active else " the"
+            raise ConfigError(f"--batch-size {cfg.batch_size} is larger than{per} {len(self.data.train.dataset)} "
+                              f"training images, so no full batch is left to train on; use a smaller --batch-size")
         self.raw_model = build_model(cfg, self.data).to(self.device)
         speed_up(self.raw_model, channels_last=cfg.channels_last, amp=cfg.amp, compile=cfg.compile)
         self.model = self._wrap(self.raw_model)
@@ -197,6 +205,11 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
+        if p.epoch > cfg.epochs:
+            raise ConfigError(f"{self.resumed_from} has already trained {p.epoch} epochs, more than --epochs "
+                              f"{cfg.epochs}; pass --epochs {p.epoch + 1} or more to train on")
+        if self.resumed_from and p.epoch == cfg.epochs:
+            return self._finished()
         logger = self._open_logger()
         self._say(f"run {self.run_dir} | {cfg.backbone} on {cfg.dataset} ({self.data.train_size} train / "
                   f"{self.data.test_size} test, from {self.data.source}) | {self.n_params:,} params | {self.device}"
@@ -220,7 +233,8 @@ class Trainer:
                     self._save("best.pt")
                 self._save("last.pt")
                 self._say(epoch_line(epoch, cfg.epochs, last_train, test))
-                self._check_signal(epoch)
+                if epoch < cfg.epochs:  # a signal during the last evaluation: the run is complete anyway
+                    self._check_signal(epoch)
             completed = True
         finally:
             self._restore_signal_handlers(previous)
@@ -231,6 +245,25 @@ class Trainer:
             write_json(self.run_dir / "summary.json", summary)
         return summary
 
+    def _finished(self) -> dict[str, Any]:
+        """Resuming a run that has trained all its epochs: nothing to train, nothing rewritten.
+
+        Only a summary that the interrupted run did not get to write is made, from its metrics.
+        """
+        path = self.run_dir / "summary.json"
+        self._say(f"run {self.run_dir} has already trained its {self.cfg.epochs} epochs; nothing to do (pass a "
+                  f"larger --epochs to train on)")
+        if path.is_file():
+            return json.loads(path.read_text())
+        rows = read_metrics(self.run_dir / "metrics.jsonl")
+        last_train = [r for r in rows if r["split"] == "train" and r["epoch"] == self.progress.epoch]
+        tests = [r for r in rows if r["split"] == "test"]
+        test = {k: v for k, v in tests[-1].items() if k not in ("split", "epoch", "step")} if tests else {}
+        summary = self.summary(last_train, test, float("nan"))
+        if self.dist.is_main:
+            write_json(path, summary)
+        return summary
+
     def _open_logger(self) -> RunLogger | None:
         if not self.dist.is_main:
             return None
@@ -238,7 +271,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(self.run_dir, self.cfg.to_dict())
         if self.resumed_from:
-            truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch)
+            truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch, p.batches_done)
         return RunLogger(self.run_dir, self.cfg.to_dict(), purge_step=p.step + 1 if self.resumed_from else None)
 
     def _train_epoch(self, epoch: int, logger: RunLogger | None) -> list[dict]:
@@ -259,9 +292,16 @@ class Trainer:
                 if index < skip:
                     continue
                 images, labels = to_device(batch, self.device, cfg.channels_last)
+                # A batch that may be skipped must not leave BatchNorm running statistics behind.
+                buffers = ([b.clone() for b in self.raw_model.buffers()] if cfg.on_solver_failure == "skip-batch"
+                           else None)
                 try:
                     row = train_step(self.model, images, labels, self.optimizer, self.params, data_start)
                 except (SolverError, NonFiniteLossError) as exc:
+                    if buffers is not None:
+                        with torch.no_grad():
+                            for saved, live in zip(buffers, self.raw_model.buffers()):
+                                live.copy_(saved)
                     consecutive_skips = self._on_failure(exc, epoch, index, logger, consecutive_skips)
                     p.batches_done = index + 1
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -199,18 +200,26 @@ class FlakyField(nn.Module):
         return self.w * x * (float("inf") if bad else 1.0)
 
 
-def test_skip_batch_skips_counts_and_logs(tiny_fashion, tmp_path, monkeypatch):
+def register_flaky(monkeypatch, name: str, batchnorm: bool = False) -> None:
+    """A backbone whose field blows up on every other training batch (optionally with a BatchNorm stem)."""
     entries = dict(model_registry.BACKBONES._items)
 
     def flaky(*, in_channels, num_classes, solver=None, image_size=28):
         field = FlakyField()
-        model = model_registry.Classifier(paper_stem(in_channels), ODEBlock(field, solver or SolverSettings()),
+        stem = paper_stem(in_channels)
+        if batchnorm:
+            stem = nn.Sequential(nn.BatchNorm2d(in_channels), stem)
+        model = model_registry.Classifier(stem, ODEBlock(field, solver or SolverSettings()),
                                           paper_head(64, num_classes))
         model.register_forward_pre_hook(lambda m, a: setattr(field, "batch", field.batch + m.training))
         return model
 
-    entries["flaky"] = model_registry.BackboneEntry(flaky, True, "mnist")
+    entries[name] = model_registry.BackboneEntry(flaky, True, "mnist")
     monkeypatch.setattr(model_registry.BACKBONES, "_items", entries)
+
+
+def test_skip_batch_skips_counts_and_logs(tiny_fashion, tmp_path, monkeypatch):
+    register_flaky(monkeypatch, "flaky")
     out = tmp_path / "runs"
     assert train_main(args(tiny_fashion, out, "x", "--backbone", "flaky", "--epochs", "1", "--limit-train-batches", "6",
                            "--on-solver-failure", "skip-batch")) == 0
@@ -395,3 +404,72 @@ def test_rank_rows_combine_into_global_extremes(monkeypatch):
     out = distributed.combine_rows(ctx, ranks[0])
     assert (out["nfe_forward"], out["nfe_forward_min"], out["nfe_forward_max"]) == (26.0, 20.0, 32.0)
     assert (out["nfe_backward_min"], out["nfe_backward_max"]) == (20.0, 26.0)
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_fashion, finished_run, capsys):
+    files = lambda: {p.name: p.read_bytes() for p in finished_run.iterdir() if p.is_file()}  # noqa: E731
+    before = files()
+    assert train_main(resume_args(tiny_fashion, finished_run, finished_run / "last.pt", "--epochs", "1")) == 0
+    assert "already trained its 1 epochs; nothing to do" in capsys.readouterr().out
+    assert files() == before
+    # a run killed after its last checkpoint but before its summary gets the summary it lacked
+    summary = json.loads((finished_run / "summary.json").read_text())
+    (finished_run / "summary.json").unlink()
+    assert train_main(resume_args(tiny_fashion, finished_run, finished_run / "last.pt", "--epochs", "1")) == 0
+    rebuilt = json.loads((finished_run / "summary.json").read_text())
+    assert rebuilt["test"] == summary["test"] and rebuilt["train_last_epoch"] == summary["train_last_epoch"]
+    assert train_main(resume_args(tiny_fashion, finished_run, finished_run / "last.pt", "--epochs", "2")) == 0
+    before = files()
+    assert train_main(resume_args(tiny_fashion, finished_run, finished_run / "last.pt", "--epochs", "1")) == 2
+    assert "has already trained 2 epochs, more than --epochs 1; pass --epochs 3 or more" in capsys.readouterr().err
+    assert files() == before
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(tiny_fashion, tmp_path, capsys):
+    argv = args(tiny_fashion, tmp_path / "runs", "x", "--backbone", "mlp", "--epochs", "1")
+    assert train_main([*argv, "--batch-size", "512"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 512 is larger than the 256 training images" in err and err.count("\n") == 1
+
+
+def test_resume_keeps_the_skip_rows_before_its_checkpoint(tmp_path):
+    from odenet.runlog import truncate_metrics
+
+    rows = [{"split": "train", "epoch": 1, "step": 1}, {"split": "skipped", "epoch": 1, "step": 1, "batch": 1},
+            {"split": "test", "epoch": 1, "step": 1},
+            {"split": "skipped", "epoch": 2, "step": 1, "batch": 0}, {"split": "train", "epoch": 2, "step": 2},
+            {"split": "skipped", "epoch": 2, "step": 2, "batch": 2}, {"split": "train", "epoch": 2, "step": 3}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    truncate_metrics(path, step=2, epoch=1, batches_done=2)  # checkpoint after epoch 2's batches 0 and 1
+    assert read_metrics(path) == rows[:5]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("seed", "--seed must be between 0 and 2**32 - 1"),
+    ("config-dir", "cannot be read"),
+    ("config-binary", "is not text"),
+    ("checkpoint-lacking", "lacks optimizer, scheduler, epoch, step, rng, config, metrics"),
+])
+def test_more_bad_input_is_one_sentence_and_exit_2(tiny_fashion, tmp_path, capsys, case, message):
+    from odenet.checkpoint import FORMAT
+
+    argv = args(tiny_fashion, tmp_path / "runs", "x", "--backbone", "mlp", "--epochs", "1")
+    extra = {"seed": ["--seed", "-1"], "config-dir": ["--config", str(tmp_path)],
+             "config-binary": ["--config", str(tmp_path / "c.yaml")],
+             "checkpoint-lacking": ["--resume", str(tmp_path / "x.pt")]}[case]
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00binary")
+    torch.save({"format": FORMAT, "model": {}}, tmp_path / "x.pt")
+    assert train_main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_skipped_batch_leaves_batchnorm_statistics_alone(tiny_fashion, tmp_path, monkeypatch):
+    register_flaky(monkeypatch, "flaky-bn", batchnorm=True)
+    out = tmp_path / "runs"
+    assert train_main(args(tiny_fashion, out, "x", "--backbone", "flaky-bn", "--epochs", "1",
+                           "--limit-train-batches", "6", "--on-solver-failure", "skip-batch")) == 0
+    state = weights(out / "x")
+    tracked = [v for k, v in state.items() if k.endswith("num_batches_tracked")]
+    assert [int(t) for t in tracked] == [3]  # the 3 trained batches, not the 3 skipped ones
