@@ -277,3 +277,14 @@ def test_download_failure_is_one_sentence(data_root, monkeypatch):
     with pytest.raises(DataNotFoundError, match=r"--download of MNIST into .* failed \(.*name resolution.*\); "
                                                 r"check the network"):
         build_loaders("mnist", batch_size=8, data_dir=data_root, download=True)
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(tiny_fashion):
+    def first_epoch(workers: int):
+        bundle = build_loaders("fashion-mnist", batch_size=32, data_dir=tiny_fashion, workers=workers, seed=3)
+        return list(bundle.train)
+
+    alone, with_workers = first_epoch(0), first_epoch(2)
+    assert len(alone) == len(with_workers) == 8
+    for (xa, ya), (xb, yb) in zip(alone, with_workers):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

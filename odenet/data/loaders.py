@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from odenet.data.augment import crop_at, hflip_where, normalize, random_crop, random_hflip
 from odenet.data.datasets import DatasetSpec, Loaded, Split, get_dataset_spec
@@ -29,44 +30,52 @@ class InMemoryImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split.images[index], self.split.labels[index]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices)
-        return self.split.images[idx], self.split.labels[idx]
+        return self.split.images[idx], self.split.labels[idx], idx
 
 
 class BatchTransform:
     """Collate function: (uint8 images, labels) → (normalised float images, labels), augmenting when training.
 
-    Augmentation draws from the transform's own generator, never torch's global one, so the
-    batches depend on the loader's seed alone: :class:`SeededLoader` reseeds it from the
-    loader's generator at the start of every epoch, and a worker process reseeds its copy
-    with the per-worker seed the DataLoader derives from that same generator.
+    Augmentation never draws from torch's global generator: each batch's crops and flips come
+    from a generator seeded with the epoch's seed (:class:`SeededLoader` draws it from the
+    loader's generator at the start of every epoch) and the batch's first dataset index. So the
+    batches depend on the loader's seed alone — not on which worker process, or how many
+    (``--workers``), collate them.
     """
 
     def __init__(self, spec: DatasetSpec, train: bool) -> None:
         self.spec = spec
         self.train = train
-        self.generator = torch.Generator()
-        self._worker_seed: int | None = None
+        self.epoch_seed = 0
 
     def reseed(self, seed: int) -> None:
-        self.generator.manual_seed(seed)
+        self.epoch_seed = seed
 
-    def _rng(self) -> torch.Generator:
-        info = get_worker_info()
-        if info is not None and self._worker_seed != info.seed:
-            self._worker_seed = info.seed
-            self.generator.manual_seed(info.seed)
-        return self.generator
+    def _rng(self, indices: torch.Tensor) -> torch.Generator:
+        # Within an epoch every batch starts at a different index (a permutation is cut into batches).
+        return torch.Generator().manual_seed((self.epoch_seed + 1_000_003 * (int(indices[0]) + 1)) % 2 ** 63)
 
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = batch  # (B, C, H, W) uint8, (B,) int64
+    def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, indices = batch  # (B, C, H, W) uint8, (B,) int64, (B,) dataset indices
         if self.train:
-            rng = self._rng()
+            rng = self._rng(indices)
             images = random_crop(images, self.spec.crop_padding, rng)
             if self.spec.hflip:
                 images = random_hflip(images, rng)
         return normalize(images, self.spec.mean, self.spec.std), labels
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process.
+
+    ``docker stop``, Slurm and systemd signal the whole process group; a worker killed by it
+    would take the main process down before it could finish its step and write a checkpoint.
+    The workers end when the main process closes its loader.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class SeededLoader(DataLoader):
@@ -201,7 +210,7 @@ def build_loaders(name: str, *, batch_size: int, test_batch_size: int | None = N
         return DataBundle(spec, DeviceLoader(loaded.train, spec, batch_size, True, on_device, gen, **shard),
                           DeviceLoader(loaded.test, spec, test_batch_size or batch_size, False, on_device, **shard),
                           loaded.source, len(loaded.train), len(loaded.test))
-    common = dict(num_workers=workers, pin_memory=pin_memory)
+    common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals if workers else None)
     if world_size == 1:
         train_order: dict = dict(shuffle=True, generator=gen)
         test_order: dict = dict(shuffle=False)
