@@ -136,7 +136,7 @@ class Trainer:
                                   rank=self.dist.rank, world_size=self.dist.world_size)
         if len(self.data.train) == 0:
             per = " this process's share of the" if self.dist.active else " the"
-            raise ConfigError(f"--batch-size {cfg.batch_size} is larger than{per} {len(self.data.train.dataset)} "
+            raise ConfigError(f"--batch-size {cfg.batch_size} is larger than{per} {self.data.train_size} "
                               f"training images, so no full batch is left to train on; use a smaller --batch-size")
         self.raw_model = build_model(cfg, self.data).to(self.device)
         speed_up(self.raw_model, channels_last=cfg.channels_last, amp=cfg.amp, compile=cfg.compile)
