@@ -139,21 +139,27 @@ def _cli_converter(name: str, tp: Any):
     return convert
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document at ``path``; every way of failing is one ConfigError sentence."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist; check the path given to --config") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not text (not UTF-8); pass a YAML file to --config") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read ({exc.strerror or exc}); pass a readable YAML file "
+                          f"to --config") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") \
+            from None
+
+
 def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:
     """Read a YAML config and check its keys and types against ``cls``."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check the path given to --config") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not text (not UTF-8); pass a YAML file to --config") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc}); pass a readable YAML file "
-                          f"to --config") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") \
-            from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -200,6 +206,21 @@ def _solver_names() -> str:
 ODE_FIELDS = ("solver", "tol", "rtol", "atol", "adjoint", "adjoint_tol", "seminorm", "max_num_steps", "steps", "t1",
               "fast_rk")
 TOLERANCE_FIELDS = ("tol", "rtol", "atol", "adjoint_tol", "seminorm", "max_num_steps", "fast_rk")
+ADJOINT_ONLY_FIELDS = ("adjoint_tol", "seminorm")
+
+
+def inapplicable_fields(backbone: str, ode: bool, solver: str | None, adjoint: bool) -> tuple[str, ...]:
+    """Solver fields that do not apply to this kind of run; :func:`resolve_train_config` refuses
+    them when given and a sweep leaves them out of grid points where they do not apply."""
+    from odenet.models.ode import is_adaptive
+
+    if not ode:
+        return ODE_FIELDS
+    if backbone == "rknet":  # fixed-step RK4: only the steps and the time span are its own
+        return tuple(f for f in ODE_FIELDS if f not in ("steps", "t1"))
+    if not is_adaptive(solver or "dopri5"):
+        return TOLERANCE_FIELDS
+    return ("steps",) + (() if adjoint else ADJOINT_ONLY_FIELDS)
 
 
 @dataclass
@@ -327,8 +348,7 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
         _reject_explicit(explicit, ("steps",), f"{solver} chooses its own steps; set --tol instead")
         changes.update(steps=None, rtol=cfg.rtol or cfg.tol, atol=cfg.atol or cfg.tol)
         if not cfg.adjoint:
-            _reject_explicit(explicit & {"adjoint_tol"}, ("adjoint_tol",), "there is no adjoint solve without "
-                                                                          "--adjoint")
+            _reject_explicit(explicit, ("adjoint_tol",), "there is no adjoint solve without --adjoint")
             changes.update(adjoint_tol=None)
         if cfg.seminorm and not cfg.adjoint:
             raise ConfigError("--seminorm controls the adjoint solve's error; add --adjoint or drop --seminorm")

@@ -39,11 +39,16 @@ class Progress:
     skipped: int = 0  # batches skipped after a solver failure (--on-solver-failure skip-batch)
 
 
+def solver_name_parts(cfg: TrainConfig) -> list[str]:
+    """The solver's part of a run name: ["dopri5-tol0.001", "adjoint"], or [] without an ODE block."""
+    if cfg.solver is None:
+        return []
+    setting = f"-tol{cfg.rtol:g}" if cfg.rtol is not None else f"-steps{cfg.steps}"
+    return [cfg.solver + setting, "adjoint" if cfg.adjoint else "direct"]
+
+
 def default_run_name(cfg: TrainConfig) -> str:
-    parts = [cfg.backbone, cfg.dataset]
-    if cfg.solver is not None:
-        parts.append(cfg.solver + (f"-tol{cfg.rtol:g}" if cfg.rtol is not None else f"-steps{cfg.steps}"))
-        parts.append("adjoint" if cfg.adjoint else "direct")
+    parts = [cfg.backbone, cfg.dataset, *solver_name_parts(cfg)]
     parts += [f"s{cfg.seed}", datetime.now().strftime("%Y%m%d-%H%M%S")]
     return "-".join(parts)
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
-from odenet.config import (ODE_FIELDS, TOLERANCE_FIELDS, ConfigError, TrainConfig, build_parser, coerce, flag, opt,
-                           resolve_train_config)
+from odenet.config import (ConfigError, TrainConfig, build_parser, coerce, flag, inapplicable_fields, opt,
+                           read_yaml, resolve_train_config)
 from odenet.registry import closest
+from odenet.runstate import solver_name_parts
 
 RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config")
 
@@ -97,12 +98,7 @@ def _train_key(key: str, where: str) -> str:
 
 
 def _plan_from_yaml(path: Path) -> SweepPlan:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {path} does not exist; check the path given to --config") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "sweep file")
     if not isinstance(data, dict):
         raise ConfigError(f"sweep file {path} must be a mapping with keys base, grid, eval, out_dir")
     unknown = set(data) - {"base", "grid", "eval", "out_dir", "title"}
@@ -152,29 +148,20 @@ NAMED_KEYS = ("backbone", "solver", "tol", "rtol", "atol", "adjoint", "steps", "
 
 def _resolve_point(values: dict[str, Any]) -> TrainConfig:
     from odenet.models import backbone_entry
-    from odenet.models.ode import is_adaptive
 
     backbone = values.get("backbone", TrainConfig.backbone)
     try:
         ode = backbone_entry(backbone).ode
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if not ode:
-        values = {k: v for k, v in values.items() if k not in ODE_FIELDS}
-    elif backbone == "rknet":
-        values = {k: v for k, v in values.items() if k in ("steps", "t1") or k not in ODE_FIELDS}
-    elif not is_adaptive(values.get("solver", TrainConfig.solver) or "dopri5"):
-        values = {k: v for k, v in values.items() if k not in TOLERANCE_FIELDS}
-    else:
-        values = {k: v for k, v in values.items() if k != "steps"}
+    drop = inapplicable_fields(backbone, ode, values.get("solver", TrainConfig.solver),
+                               bool(values.get("adjoint", TrainConfig.adjoint)))
+    values = {k: v for k, v in values.items() if k not in drop}
     return resolve_train_config(TrainConfig(**values), set(values))
 
 
 def run_name(cfg: TrainConfig, extra_keys: list[str]) -> str:
-    parts = [cfg.backbone]
-    if cfg.solver is not None:
-        parts.append(cfg.solver + (f"-tol{cfg.rtol:g}" if cfg.rtol is not None else f"-steps{cfg.steps}"))
-        parts.append("adjoint" if cfg.adjoint else "direct")
+    parts = [cfg.backbone, *solver_name_parts(cfg)]
     parts += [f"{k.replace('_', '')}{getattr(cfg, k)}" for k in extra_keys]
     parts.append(f"s{cfg.seed}")
     return "-".join(str(p) for p in parts).replace(" ", "")
@@ -191,10 +178,9 @@ def prepare(cfg: TrainConfig) -> TrainConfig | None:
         return cfg
     saved_path = run_dir / "config.yaml"
     if saved_path.is_file():
-        saved = comparable(yaml.safe_load(saved_path.read_text()))
-        if saved != comparable(cfg.to_dict()):
-            changed = sorted(k for k in set(saved) | set(comparable(cfg.to_dict()))
-                             if saved.get(k) != comparable(cfg.to_dict()).get(k))
+        saved, current = comparable(yaml.safe_load(saved_path.read_text())), comparable(cfg.to_dict())
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another "
                               f"out_dir or delete that run")
     if (run_dir / "summary.json").is_file():

@@ -26,6 +26,12 @@ def test_grid_collapses_options_that_do_not_apply(tmp_path):
     assert runs[0].solver is None and runs[4].adjoint and runs[4].rtol == 1e-3
 
 
+def test_adjoint_only_options_apply_to_the_adjoint_points_only(tmp_path):
+    runs = expand(plan(tmp_path, [{"backbone": ["odenet"], "adjoint": [False, True]}], adjoint_tol=1e-4,
+                       seminorm=True))
+    assert [(r.adjoint, r.adjoint_tol, r.seminorm) for r in runs] == [(False, None, False), (True, 1e-4, True)]
+
+
 def test_grid_over_other_options_names_them_and_fixed_solvers_take_steps(tmp_path):
     runs = expand(plan(tmp_path, [{"backbone": ["odenet"], "solver": ["rk4"], "tol": [1e-3], "lr": [0.1, 0.05]}]))
     assert [r.run_name for r in runs] == ["odenet-rk4-steps6-direct-lr0.1-s0", "odenet-rk4-steps6-direct-lr0.05-s0"]
