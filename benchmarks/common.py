@@ -6,14 +6,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/x.py` from anywhere
+
+from odenet.measure import Clock  # noqa: E402
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -27,11 +27,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup(args) -> torch.device:
+    from odenet.trainer import pick_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(args.device)
+    return pick_device(args.device)
 
 
 def fashion_batches(n: int, batch_size: int, device: torch.device, data_dir: str | None = None,
@@ -51,9 +51,8 @@ def fashion_batches(n: int, batch_size: int, device: torch.device, data_dir: str
 
 
 def now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    """Wall-clock seconds after the device's queued work (odenet.measure.Clock)."""
+    return Clock(device).now()
 
 
 def machine(device: torch.device) -> str:
@@ -75,7 +74,3 @@ def write_json(name: str, data: dict, out: str | None) -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

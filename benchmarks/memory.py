@@ -18,11 +18,11 @@ from common import fashion_batches, machine, parser, setup, table, write_json
 from odenet.engine import train_step
 from odenet.models import create_backbone
 from odenet.models.ode import SolverSettings
+from odenet.reports import linear_fit
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return linear_fit(xs, ys)[0]
 
 
 def measure(kind: str, n: int, x, y, device) -> dict:

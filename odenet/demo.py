@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from odenet.reports import run_label
+
 COLUMNS = (("acc", "test acc", "{:.4f}"), ("nfe_forward", "nfe_forward", "{:.1f}"),
            ("nfe_backward", "nfe_backward", "{:.1f}"), ("act_mem_mb", "act_mem_mb", "{:.1f}"),
-           ("time_step_ms", "time/batch ms", "{:.0f}"), ("params", "params", "{:,}"))
+           ("time_step_ms", "time_step_ms", "{:.0f}"), ("params", "params", "{:,}"))
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -20,9 +22,7 @@ def summary_table(summaries: list[dict]) -> str:
     header = ["run"] + [title for _, title, _ in COLUMNS]
     lines = []
     for s in summaries:
-        cfg = s["config"]
-        name = cfg["backbone"] + ("" if cfg["solver"] is None else
-                                  f" {cfg['solver']} tol {cfg['rtol']:g} {'adjoint' if cfg['adjoint'] else 'direct'}")
+        name = run_label(s["config"])
         values = {**s["train_last_epoch"], "acc": s["test"]["acc"], "params": s["params"]}
         lines.append([name] + [fmt.format(values[key]) if key in values else "—" for key, _, fmt in COLUMNS])
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]

@@ -114,10 +114,3 @@ def any_rank(ctx: Context, flag: bool, device: torch.device) -> bool:
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
 
-
-def broadcast_object(ctx: Context, obj: Any) -> Any:
-    if not ctx.active:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]

@@ -25,6 +25,7 @@ from odenet.data import build_loaders
 from odenet.engine import evaluate, to_device
 from odenet.measure import SavedTensorMeter
 from odenet.models.ode import ODEBlock, SOLVERS, SolverSettings, is_adaptive, ode_blocks, read_nfe, set_solver
+from odenet.reports import tighter
 
 
 @dataclass
@@ -106,11 +107,6 @@ def plan_settings(cfg: EvalConfig, train: TrainConfig) -> list[Setting]:
     return settings
 
 
-def tighter(tol: float) -> float:
-    """tol / 100 without binary noise (1e-5 / 100 is 1.0000000000000001e-07)."""
-    return float(f"{tol / 100:.6g}")
-
-
 def apply_setting(model: nn.Module, s: Setting) -> None:
     if s.tol is not None:
         set_solver(model, method=s.solver, rtol=s.tol, atol=s.tol if s.atol is None else s.atol, steps=None,
@@ -137,7 +133,9 @@ class BlockRecorder:
 
 
 class Reference:
-    """Float64 dopri5 solves at ``tol`` of each block's input, cached while the input is unchanged.
+    """Float64 dopri5 solves at ``tol`` of each block's input, cached per (block, batch) while
+    the input is unchanged — so a sweep solves each test batch once, not once per setting.
+    The cache lives on the CPU, out of the device's peak memory.
 
     Only the first ``images`` images of a batch are compared: float64 convolutions are slow on
     CPUs, and the error is a statistic of the solver, not of every image. dopri5 rather than
@@ -154,15 +152,17 @@ class Reference:
             ref.configure(SolverSettings(method="dopri5", rtol=tol, atol=tol, t1=block.solver.t1,
                                          max_num_steps=1_000_000))
             self.blocks[name] = ref
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def error(self, name: str, x: torch.Tensor, y: torch.Tensor) -> float:
+    def error(self, name: str, batch: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Relative L2 error of block ``name``'s output ``y`` for input ``x``, the ``batch``-th test batch."""
         x, y = x[: self.images], y[: self.images]
-        cached = self._cache.get(name)
-        if cached is None or cached[0].shape != x.shape or not torch.equal(cached[0], x):
-            self._cache[name] = (x, self.blocks[name](x.double()))
-        y_ref = self._cache[name][1]
+        x_cpu = x.cpu()
+        cached = self._cache.get((name, batch))
+        if cached is None or cached[0].shape != x_cpu.shape or not torch.equal(cached[0], x_cpu):
+            cached = self._cache[(name, batch)] = (x_cpu.clone(), self.blocks[name](x.double()).cpu())
+        y_ref = cached[1].to(y.device)
         return ((y.double() - y_ref).norm() / y_ref.norm()).item()
 
 
@@ -232,7 +232,7 @@ def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, An
     model.load_state_dict(state["model"])
     model.eval()
     tols = [s.tol for s in settings if s.tol is not None]
-    ref_tol = cfg.reference_tol or (min(tols) / 100 if tols else 1e-7)
+    ref_tol = cfg.reference_tol or (tighter(min(tols)) if tols else 1e-7)
     reference = Reference(model, ref_tol, cfg.reference_images) if ode_blocks(model) else None
     flops = FlopCounter(model, (data.spec.channels, data.spec.image_size, data.spec.image_size))
     # Evaluated as trained (after the float32 reference and FLOP tracing have copied the model):
@@ -284,7 +284,9 @@ def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device
 
     def measure_error() -> None:  # the largest block error of the batch just evaluated
         if reference is not None:
-            errors.append(max(reference.error(name, x, y) for name, (x, y) in recorder.io.items()))
+            batch = len(errors)
+            errors.append(max(reference.error(name, batch, x, y) for name, (x, y) in recorder.io.items()))
+        recorder.io.clear()  # nothing of this batch stays allocated into the next one's peak_mem_mb
 
     try:
         row = evaluate(model, loader, device, limit=limit, after_batch=measure_error, channels_last=channels_last)

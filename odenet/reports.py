@@ -44,6 +44,15 @@ SWEEP_COLUMNS = ("solver", "tol", "atol", "steps", "acc", "loss", "nfe_forward",
                  "peak_mem_mb", "flops", "images")
 
 
+def run_label(config: dict[str, Any]) -> str:
+    """A run as a reader names it: "resnet", "odenet dopri5 tol 0.001 adjoint", "rknet rk4 6 steps direct"."""
+    if config.get("solver") is None:
+        return config["backbone"]
+    setting = f"tol {config['rtol']:g}" if config.get("rtol") is not None else f"{config['steps']} steps"
+    how = "adjoint" if config.get("adjoint") else "direct"
+    return f"{config['backbone']} {config['solver']} {setting} {how}"
+
+
 class ReportError(ValueError):
     """Input that cannot be reported on; the message says which and why."""
 
@@ -74,12 +83,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        c = self.config
-        if not self.is_ode:
-            return c["backbone"]
-        setting = f"tol {c['rtol']:g}" if c.get("rtol") is not None else f"{c['steps']} steps"
-        how = "adjoint" if self.adjoint else "direct"
-        return f"{c['backbone']} {c['solver']} {setting} {how}"
+        return run_label(self.config)
 
     @property
     def train_rows(self) -> list[dict]:
@@ -101,7 +105,9 @@ class Run:
         return {k: statistics.fmean(r[k] for r in last if k in r) for k in keys}
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file (metrics.jsonl); a torn last line (a crash mid-write) is dropped."""
+    path = Path(path)
     rows = []
     lines = path.read_text().splitlines() if path.exists() else []
     for number, line in enumerate(lines):
@@ -505,23 +511,29 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
 ODE_DROP_POINTS = 1.0
 
 
+def tighter(tol: float) -> float:
+    """tol / 100 without binary noise (1e-5 / 100 is 1.0000000000000001e-07)."""
+    return float(f"{tol / 100:.6g}")
+
+
 def still_an_ode(rows: list[dict], train_tol: float | None, solver: str | None) -> dict | None:
     """Ott et al. (ICLR 2021): does accuracy survive a 100× tighter tolerance than training used?"""
     if train_tol is None:
         return None
     by_tol = {(r["solver"], r["tol"]): r for r in rows if r.get("tol")}
+    tight_tol = tighter(train_tol)
     at_train = by_tol.get((solver, train_tol))
-    tighter = by_tol.get((solver, float(f"{train_tol / 100:.6g}")))
-    if not at_train or not tighter:
+    at_tight = by_tol.get((solver, tight_tol))
+    if not at_train or not at_tight:
         return None
-    drop = 100 * (at_train["acc"] - tighter["acc"])
+    drop = 100 * (at_train["acc"] - at_tight["acc"])
     bad = drop > ODE_DROP_POINTS
-    text = (f"accuracy at the training tolerance {train_tol:g}: {100 * at_train['acc']:.2f}%; at {train_tol / 100:g}: "
-            f"{100 * tighter['acc']:.2f}% (drop {drop:.2f} points). "
+    text = (f"accuracy at the training tolerance {train_tol:g}: {100 * at_train['acc']:.2f}%; at {tight_tol:g}: "
+            f"{100 * at_tight['acc']:.2f}% (drop {drop:.2f} points). "
             + ("**The network learned the discretisation, not an ODE.**" if bad else
                "Accuracy holds: the trained model behaves as an ODE at this tolerance."))
-    return {"train_tol": train_tol, "tight_tol": train_tol / 100, "acc_train_tol": at_train["acc"],
-            "acc_tight_tol": tighter["acc"], "drop_points": drop, "flagged": bad, "text": text}
+    return {"train_tol": train_tol, "tight_tol": tight_tol, "acc_train_tol": at_train["acc"],
+            "acc_tight_tol": at_tight["acc"], "drop_points": drop, "flagged": bad, "text": text}
 
 
 def sweep_table(rows: list[dict]) -> str:

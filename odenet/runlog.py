@@ -15,21 +15,9 @@ from typing import Any
 import yaml
 
 from odenet.checkpoint import atomic_write_text
+from odenet.reports import read_jsonl as read_metrics  # one reader of metrics.jsonl (reports stay torch-free)
 
 NON_SCALARS = ("split", "epoch", "step")
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped."""
-    rows = []
-    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
-    for number, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number != len(lines) - 1:
-                raise ValueError(f"{path} line {number + 1} is not JSON; the file was edited or damaged") from None
-    return rows
 
 
 def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -> None:

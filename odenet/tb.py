@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-HPARAM_KEYS = ("backbone", "dataset", "solver", "tol", "adjoint", "seed", "steps", "epochs", "batch_size", "lr")
+# Each hyperparameter with a value of its type (HParams declares the experiment's domains from these).
+HPARAM_TYPES: dict[str, Any] = {"backbone": "", "dataset": "", "solver": "", "tol": 0.0, "adjoint": "", "seed": 0,
+                                "steps": 0, "epochs": 0, "batch_size": 0, "lr": 0.0}
+HPARAM_KEYS = tuple(HPARAM_TYPES)
 # Metrics of the HParams table: existing scalar tags, whose last value each run shows.
 HPARAM_METRICS = ("test/acc", "test/nfe_forward", "train/nfe_forward", "train/nfe_backward", "train/act_mem_mb",
                   "test/time_ms", "train/time_step_ms")
@@ -42,10 +45,8 @@ def write_run_header(writer, config: dict[str, Any]) -> None:
     """
     from torch.utils.tensorboard.summary import hparams
 
-    template = {"backbone": "", "dataset": "", "solver": "", "tol": 0.0, "adjoint": "", "seed": 0, "steps": 0,
-                "epochs": 0, "batch_size": 0, "lr": 0.0}
     metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
-    experiment, _, _ = hparams(template, metrics)
+    experiment, _, _ = hparams(HPARAM_TYPES, metrics)
     _, start, _ = hparams(hparam_values(config), metrics)
     writer.file_writer.add_summary(experiment)
     writer.file_writer.add_summary(start)

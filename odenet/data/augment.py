@@ -8,6 +8,8 @@ give the same batches.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -49,10 +51,15 @@ def hflip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
 
 
+@functools.lru_cache(maxsize=32)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """(1, C, 1, 1) mean and std on ``device``, made once: on a GPU each would be a blocking copy per batch."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (B, C, H, W) in [0, 255] → float32, standardised per channel."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), images.device)
     return (images.float().div_(255.0) - m) / s
 
 

@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from odenet.checkpoint import save_checkpoint
-from odenet.config import ConfigError
 from odenet.dynamics.config import LatentConfig
-from odenet.dynamics.fit import SolverFailure, solver_guard
+from odenet.dynamics.fit import SolverFailure, check_run_dir, solver_guard
 from odenet.engine import backward, flat_nfe
 from odenet.models.ode import ODEBlock, read_nfe
 from odenet.runlog import RunLogger, write_config, write_json
@@ -194,9 +193,7 @@ def default_run_name(cfg: LatentConfig) -> str:
 def train_latent(cfg: LatentConfig, log: bool = True) -> dict[str, Any]:
     """Train on ``cfg.spirals`` spirals (full batch), evaluate on held-out ones; returns summary.json's content."""
     run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run; choose another --run-name or --out-dir, "
-                          f"or delete it")
+    check_run_dir(run_dir)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     train, test = make_spirals(cfg.spirals, cfg, data_gen), make_spirals(cfg.test_spirals, cfg, data_gen)
     torch.manual_seed(cfg.seed)

@@ -27,6 +27,8 @@ from torchdiffeq._impl.interp import _interp_fit
 from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _optimal_step_size
 from torchdiffeq._impl.odeint import SOLVERS
 
+from odenet.models.ode import ADAPTIVE_SOLVERS
+
 
 class _LazyInterpolant(list):
     """The 5 interpolation coefficients of a step, computed on first access.
@@ -181,9 +183,8 @@ class FastRKMixin:
         return rk_common._RungeKuttaState(y_next, f_next, t0, t_next, dt_next, interp_coeff)
 
 
-ACCELERATED = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
 FAST_METHODS: dict[str, str] = {}
-for _name in ACCELERATED:
+for _name in ADAPTIVE_SOLVERS:  # all of them torchdiffeq RKAdaptiveStepsizeODESolver subclasses
     _base = SOLVERS[_name]
     SOLVERS[f"odenet-{_name}"] = type(f"Fast{_base.__name__}", (FastRKMixin, _base), {})
     FAST_METHODS[_name] = f"odenet-{_name}"
