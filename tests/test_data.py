@@ -288,3 +288,19 @@ def test_batches_do_not_depend_on_the_number_of_workers(tiny_fashion):
     assert len(alone) == len(with_workers) == 8
     for (xa, ya), (xb, yb) in zip(alone, with_workers):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_crops_follow_the_epoch_seed_and_the_batch():
+    from odenet.data import BatchTransform
+
+    transform = BatchTransform(get_dataset_spec("fashion-mnist"), train=True)
+    images = torch.randint(0, 256, (16, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    labels, first, second = torch.zeros(16, dtype=torch.long), torch.arange(16), torch.arange(16, 32)
+
+    def crops(seed: int, indices: torch.Tensor) -> torch.Tensor:
+        transform.reseed(seed)
+        return transform((images, labels, indices))[0]
+
+    assert torch.equal(crops(1, first), crops(1, first))
+    assert not torch.equal(crops(1, first), crops(2, first))  # another epoch (or seed) crops otherwise
+    assert not torch.equal(crops(1, first), crops(1, second))  # and so does another batch of the same epoch

@@ -37,7 +37,7 @@ def test_eval_writes_every_file_and_nfe_rises_with_tighter_tolerance(odenet_run)
     rows = json.loads((odenet_run / "sweep.json").read_text())["rows"]
     by_tol = {r["tol"]: r for r in rows}
     assert sorted(by_tol) == [1e-4, 1e-3, 1e-2, 1e-1]  # 1e-2 is the training tol; 1e-4 its 100x tighter
-    assert by_tol[1e-4]["nfe_forward"] >= by_tol[1e-1]["nfe_forward"]
+    assert by_tol[1e-4]["nfe_forward"] > by_tol[1e-1]["nfe_forward"]
     assert by_tol[1e-4]["ode_error"] < by_tol[1e-1]["ode_error"]
     for r in rows:
         assert r["nfe_forward_min"] <= r["nfe_forward"] <= r["nfe_forward_max"]
@@ -171,3 +171,12 @@ def test_sweep_at_the_training_tolerance_reproduces_the_training_test_row(tiny_f
     assert meta["config"]["amp"] == amp
     assert (at_train["acc"], at_train["nfe_forward"], at_train["images"]) == (test["acc"], test["nfe_forward"], 64)
     assert at_train["loss"] == pytest.approx(test["loss"], rel=1e-6)
+
+
+def test_each_test_batch_is_compared_with_its_own_reference_solve(odenet_run):
+    meta, rows = sweep_checkpoint(EvalConfig(checkpoint=str(odenet_run / "last.pt"), tols=[1e-1, 1e-4],
+                                             limit_test_batches=2, reference_images=8))
+    by_tol = {r["tol"]: r for r in rows}
+    assert by_tol[1e-4]["images"] == 64  # two batches of 32
+    # A reference solved for another batch's input would leave an O(1) error at any tolerance.
+    assert by_tol[1e-4]["ode_error"] < 0.01 and by_tol[1e-1]["ode_error"] > by_tol[1e-4]["ode_error"]

@@ -65,3 +65,15 @@ def test_fixed_grid_methods_are_left_to_torchdiffeq():
     assert SolverSettings(method="rk4", steps=2).torchdiffeq_method() == "rk4"
     assert SolverSettings(method="dopri5").torchdiffeq_method() == "odenet-dopri5"
     assert SolverSettings(method="dopri5", fast_rk=False).torchdiffeq_method() == "dopri5"
+
+
+def test_the_fast_solvers_run_odenets_stage_arithmetic():
+    # Otherwise the comparisons above would compare torchdiffeq with itself.
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    from odenet.models.fast_rk import FastRKMixin
+
+    for method, fast in FAST_METHODS.items():
+        solver = SOLVERS[fast]
+        assert solver._runge_kutta_step is FastRKMixin._runge_kutta_step
+        assert solver._adaptive_step is FastRKMixin._adaptive_step and solver.tableau is SOLVERS[method].tableau

@@ -200,3 +200,48 @@ def test_training_steps_do_not_accumulate_tensors():
     for _ in range(4):
         train_step(model, images, labels, optimizer, list(model.parameters()))
     assert live() == before
+
+
+class Oscillating(torch.nn.Module):
+    """dx/dt = cos(40 t) x: a field whose step-size control rejects steps at tol 1e-3."""
+
+    def forward(self, t, x):
+        return torch.cos(40 * t) * x
+
+
+def test_rejected_forward_steps_are_counted_as_rejected():
+    block = odenet.ODEBlock(Oscillating(), SolverSettings(rtol=1e-3, atol=1e-3))
+    block(torch.ones(3, 2, dtype=torch.float64))
+    stats = odenet.read_nfe(torch.nn.Sequential(block))
+    assert (stats["steps_accepted"], stats["steps_rejected"]) == (7, 6)
+    assert stats["nfe_forward"] == 2 + 6 * 13
+
+
+def test_evaluation_reports_the_smallest_and_largest_batch_nfe():
+    model = torch.nn.Sequential(odenet.ODEBlock(Oscillating(), SolverSettings(rtol=1e-3, atol=1e-3)))
+    labels = torch.arange(4)
+    loader = [(scale * torch.ones(4, 10), labels) for scale in (1e-6, 1e3)]  # atol-bound: tiny states step less
+    per_batch = [evaluate(model, [b], torch.device("cpu"))["nfe_forward"] for b in loader]
+    ev = evaluate(model, loader, torch.device("cpu"))
+    assert per_batch[0] != per_batch[1]
+    assert (ev["nfe_forward_min"], ev["nfe_forward_max"]) == (min(per_batch), max(per_batch))
+    assert ev["nfe_forward"] == sum(per_batch) / 2
+
+
+def test_a_forward_pass_outside_a_step_does_not_count_in_the_step():
+    model = odenet_model(rtol=1e-3, atol=1e-3)
+    images, labels = batch(n=16, seed=1)
+    model(images)  # e.g. a user's own forward pass before training: its evaluations belong to no step
+    row = train_step(model, images, labels, torch.optim.SGD(model.parameters(), lr=0.01), list(model.parameters()))
+    assert row["nfe_forward"] == 2 + 6 * (row["steps_accepted"] + row["steps_rejected"])
+
+
+def test_adjoint_act_mem_is_activations_only_so_it_scales_with_the_batch():
+    # Parameters do not grow with the batch; counting them would break the proportion.
+    mem = [step_on(odenet_model(method="rk4", steps=2, adjoint=True), n)["act_mem_mb"] for n in (8, 16)]
+    assert mem[1] / mem[0] == pytest.approx(2, rel=1e-3)
+
+
+def step_on(model, n: int) -> dict:
+    images, labels = batch(n=n)
+    return train_step(model, images, labels, torch.optim.SGD(model.parameters(), lr=0.01), list(model.parameters()))

@@ -43,7 +43,8 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-ODE_RUN = ("--backbone", "odenet", "--tol", "1e-2", "--epochs", "3", "--limit-train-batches", "4")
+ODE_RUN = ("--backbone", "odenet", "--tol", "1e-2", "--epochs", "3", "--limit-train-batches", "4",
+           "--milestones", "2")  # the learning rate drops during the run: resume must restore the schedule
 
 
 def test_same_seed_same_metrics_and_weights(tiny_fashion, tmp_path):
