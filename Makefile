@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m odenet.demo
+	$(VENV)/bin/odenet-demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

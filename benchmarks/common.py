@@ -27,7 +27,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup(args) -> torch.device:
-    from odenet.trainer import pick_device
+    from odenet.train.build import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,9 +15,9 @@ import torch
 
 from common import fashion_batches, machine, parser, setup, table, write_json
 
-from odenet.engine import train_step
+from odenet.train.step import train_step
 from odenet.models import create_backbone
-from odenet.models.ode import SolverSettings
+from odenet.models.solvers import SolverSettings
 from odenet.reports import linear_fit
 
 

@@ -18,9 +18,10 @@ import torch
 
 from common import fashion_batches, machine, parser, setup, table, write_json
 
-from odenet.engine import train_step
+from odenet.train.step import train_step
 from odenet.models import create_backbone
-from odenet.models.ode import SolverSettings, set_solver
+from odenet.models.ode import set_solver
+from odenet.models.solvers import SolverSettings
 
 
 def main() -> None:

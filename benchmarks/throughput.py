@@ -27,10 +27,10 @@ import torch
 from common import fashion_batches, machine, now, parser, setup, table, write_json
 
 from odenet.data.datasets import IDX_STEMS
-from odenet.engine import train_step
+from odenet.train.step import train_step
 from odenet.models import create_backbone
-from odenet.models.ode import SolverSettings
-from odenet.trainer import speed_up
+from odenet.models.solvers import SolverSettings
+from odenet.train.build import speed_up
 from plain import copy_weights, plain_model, plain_step
 
 VARIANTS = ("default", "compile", "channels_last", "bf16")

@@ -1,14 +1,14 @@
 """odenet: ODE-Net and ResNet image classifiers with exact NFE, memory, time and accuracy measurement.
 
 Public API: :func:`create_backbone`, :func:`list_backbones`, :class:`ODEBlock`,
-:class:`SolverSettings`, :func:`read_nfe` (read and reset NFE counters per phase, summed
-over ODE blocks and per block) and :func:`set_solver`. They are imported lazily so that
+:class:`SolverSettings`, :func:`read_nfe` (NFE counters per phase, summed over ODE blocks and
+per block), :func:`reset_nfe` and :func:`set_solver`. They are imported lazily so that
 torch-free parts (``odenet.reports``) load without torch.
 """
 
 from importlib import import_module
 
-__all__ = ["ODEBlock", "SolverSettings", "create_backbone", "list_backbones", "read_nfe", "set_solver"]
+__all__ = ["ODEBlock", "SolverSettings", "create_backbone", "list_backbones", "read_nfe", "reset_nfe", "set_solver"]
 __version__ = "0.1.0"
 
 

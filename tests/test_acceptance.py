@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REAL_FASHION_MNIST
 from odenet.cli import train_main
-from odenet.runlog import read_metrics
+from odenet.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_fashion = pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
@@ -44,7 +44,7 @@ def test_fashion_mnist_smoke_run_direct_and_adjoint(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "odenet.demo", "--out-dir", str(tmp_path / "demo"),
+    result = subprocess.run([str(Path(sys.executable).with_name("odenet-demo")), "--out-dir", str(tmp_path / "demo"),
                              "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from odenet.cli import train_main
-from odenet.config import ConfigError, parse_train_args
+from odenet.config import ConfigError
+from odenet.train.config import parse_train_args
 
 
 def write_yaml(tmp_path, text: str):

@@ -15,14 +15,15 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from odenet.config import ConfigError
-from odenet.dynamics.cli import main
-from odenet.dynamics.config import ALL_SYSTEMS, FitConfig, resolve_fit
+from odenet.cli import dynamics_main as main
+from odenet.dynamics.config import FitConfig, resolve_fit
 from odenet.dynamics.data import observed_indices, predict_batch, sample_batch
 from odenet.dynamics.fields import FIELDS, DynamicsModel, LearnedField, list_fields
 from odenet.dynamics.fit import evaluate, make_model, make_problem, train_step
 from odenet.dynamics.systems import SYSTEMS, build_system, list_systems, simulate, true_field
-from odenet.models.ode import SolverSettings, read_nfe
-from odenet.runlog import read_metrics
+from odenet.models.ode import read_nfe
+from odenet.models.solvers import SolverSettings
+from odenet.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def fit_cli(tmp_path: Path, *args: str, name: str = "run") -> tuple[int, Path]:
 # --------------------------------------------------------------------------- true systems
 
 def test_registries_list_the_five_systems_and_two_fields_and_refuse_duplicates():
-    assert list_systems() == sorted(ALL_SYSTEMS)
+    assert list_systems() == sorted(SYSTEMS.in_order())
     assert list_fields() == ["2-150-50-50-2", "2-50-2"]
     with pytest.raises(ValueError, match="registered twice"):
         SYSTEMS.register("spiral")(lambda seed: None)
@@ -50,7 +51,7 @@ def test_registries_list_the_five_systems_and_two_fields_and_refuse_duplicates()
         LearnedField("2-5-2")
 
 
-@pytest.mark.parametrize("name", ALL_SYSTEMS)
+@pytest.mark.parametrize("name", SYSTEMS.in_order())
 def test_each_system_integrates_to_finite_moving_values(name):
     system = build_system(name)
     traj = simulate(system, 200)
@@ -325,7 +326,7 @@ def test_documented_fit_all_fits_all_five_systems(tmp_path):
     """The README command with its defaults: every system ends 10x below standing still (about 3-4 min)."""
     out = tmp_path / "all"
     assert main(["fit-all", "--config", str(ROOT / "configs" / "dynamics-fit-all.yaml"), "--out-dir", str(out)]) == 0
-    for name in ALL_SYSTEMS:
+    for name in SYSTEMS.in_order():
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["mse_final"] * 10 <= summary["mse_still"], name
         assert math.isfinite(summary["mse_final"])

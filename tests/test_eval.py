@@ -10,7 +10,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from odenet.cli import eval_main, train_main
-from odenet.evaluation import EvalConfig, FlopCounter, sweep_checkpoint
+from odenet.evaluate.probes import FlopCounter
+from odenet.evaluate.sweep import EvalConfig, sweep_checkpoint
 from odenet.models import create_backbone
 
 
@@ -126,7 +127,7 @@ def test_malicious_checkpoint_is_refused_without_running_code(tmp_path, capsys):
 
 
 def test_training_atol_is_kept_in_the_sweep(tiny_fashion, tmp_path):
-    from odenet.evaluation import Setting, apply_setting
+    from odenet.evaluate.sweep import Setting, apply_setting
     from odenet.models.ode import ode_blocks
 
     run = train_tiny(tiny_fashion, tmp_path, "odenet", "--tol", "1e-2", "--atol", "1e-4")
@@ -139,8 +140,8 @@ def test_training_atol_is_kept_in_the_sweep(tiny_fashion, tmp_path):
 
 
 def test_sweep_peak_mem_is_the_inference_peak(odenet_run, monkeypatch):
-    import odenet.engine as engine
-    import odenet.evaluation as evaluation
+    import odenet.train.step as engine
+    import odenet.evaluate.sweep as evaluation
 
     phase = {"now": "inference"}  # a CPU stand-in for CUDA's peak counter: a figure per phase
     fake_peak = lambda device: {"inference": 10.0, "probe": 500.0}[phase["now"]]  # noqa: E731
@@ -162,7 +163,7 @@ def test_sweep_peak_mem_is_the_inference_peak(odenet_run, monkeypatch):
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])
 def test_sweep_at_the_training_tolerance_reproduces_the_training_test_row(tiny_fashion, tmp_path, amp):
-    from odenet.runlog import read_metrics
+    from odenet.run.metrics import read_metrics
 
     run = train_tiny(tiny_fashion, tmp_path, "odenet", "--tol", "1e-2", "--amp", amp)
     (test,) = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "test"]

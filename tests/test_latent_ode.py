@@ -12,12 +12,12 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from odenet.dynamics.cli import main
+from odenet.cli import dynamics_main as main
 from odenet.dynamics.config import LatentConfig, resolve_latent
-from odenet.dynamics.latent import (LatentODE, RecognitionRNN, elbo, kl_to_standard_normal, log_normal, make_spirals,
-                                    spiral_curves, train_step)
-from odenet.models.ode import read_nfe
-from odenet.runlog import read_metrics
+from odenet.dynamics.latent import LatentODE, RecognitionRNN, elbo, kl_to_standard_normal, log_normal, train_step
+from odenet.dynamics.spirals import make_spirals, spiral_curves
+from odenet.models.ode import reset_nfe
+from odenet.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_adjoint_step_counts_backward_evaluations_and_masks_unobserved_points():
     hidden = dataclasses.replace(data, obs=torch.where(data.mask[..., None], data.obs, torch.full_like(data.obs, 99.0)))
     same = [elbo(model, d, 0.3, torch.Generator().manual_seed(3))[1]["elbo"] for d in (data, hidden)]
     assert same[0] == pytest.approx(same[1], rel=1e-6)
-    read_nfe(model)
+    reset_nfe(model)
 
 
 def test_short_run_raises_the_elbo_and_writes_the_run(tmp_path):

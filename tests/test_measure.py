@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import odenet
-from odenet.engine import evaluate, train_step
+from odenet.train.step import evaluate, train_step
 from odenet.measure import SavedTensorMeter
-from odenet.models.ode import SolverSettings
+from odenet.models.solvers import SolverSettings
 
 
 def odenet_model(width: int = 16, **solver) -> torch.nn.Module:
@@ -97,7 +97,10 @@ def test_read_nfe_sums_blocks_and_reports_each():
     stats = odenet.read_nfe(model)
     assert stats["nfe_forward"] == 8 and len(stats["blocks"]) == 4
     assert all(b["nfe_forward"] == 2 for b in stats["blocks"].values())
-    assert odenet.read_nfe(model)["nfe_forward"] == 0  # reset by the first read
+    assert odenet.read_nfe(model) == stats  # reading changes nothing
+    odenet.reset_nfe(model)
+    assert odenet.read_nfe(model)["nfe_forward"] == 0 and all(b["nfe_forward"] == 0
+                                                              for b in odenet.read_nfe(model)["blocks"].values())
     assert odenet.read_nfe(odenet.create_backbone("resnet", in_channels=1, num_classes=10)) == {}
 
 

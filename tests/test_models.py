@@ -7,7 +7,7 @@ import torch
 
 import odenet
 from odenet.models import backbone_entry
-from odenet.models.ode import SolverSettings
+from odenet.models.solvers import SolverSettings
 
 
 def make(name: str, **kw) -> torch.nn.Module:
@@ -159,7 +159,7 @@ def test_time_conv_equals_the_concatenating_form(t):
 @pytest.mark.parametrize("length, steps_per_unit, expected", [
     (1.0, 3, 3), (0.7, 3 / 0.7, 3), (-1.0, 6, 6), (2.0, 6, 12), (0.25, 10, 3), (1e-4, 10, 1)])
 def test_grid_steps_keep_the_step_size_without_rounding_noise(length, steps_per_unit, expected):
-    from odenet.models.ode import grid_steps
+    from odenet.models.solvers import grid_steps
 
     assert grid_steps(length, steps_per_unit) == expected
 
@@ -185,4 +185,5 @@ def test_fixed_step_trajectories_keep_the_step_size_forward_and_in_the_adjoint()
     # step size 1/10 over [0, 2]: 20 RK4 steps forward; the adjoint solves each gap (5 + 5 + 10 steps)
     assert (stats["steps_accepted"], stats["nfe_forward"]) == (20, 80)
     assert (stats["steps_accepted_backward"], stats["nfe_backward"]) == (20, 80)
+    odenet.reset_nfe(torch.nn.Sequential(block))
     assert block(x).shape == x.shape and odenet.read_nfe(torch.nn.Sequential(block))["nfe_forward"] == 40

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from odenet.cli import train_main
-from odenet.models import registry as model_registry
+from odenet.models import backbones as model_registry
 from odenet.models.layers import paper_head, paper_stem
-from odenet.models.ode import ODEBlock, SolverSettings
-from odenet.runlog import read_metrics
+from odenet.models.ode import ODEBlock
+from odenet.models.solvers import SolverSettings
+from odenet.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("time_", "images_per_s")
@@ -383,7 +384,7 @@ def test_ddp_logs_per_rank_nfe_and_resumes(tiny_fashion, tmp_path):
 
 
 def test_rank_rows_combine_into_global_extremes(monkeypatch):
-    from odenet import distributed
+    from odenet.train import distributed
 
     def gather(rows, row):  # what all_gather_object fills in on a 2-rank job
         rows[:] = ranks
@@ -434,7 +435,7 @@ def test_a_batch_larger_than_the_training_set_is_refused(tiny_fashion, tmp_path,
 
 
 def test_resume_keeps_the_skip_rows_before_its_checkpoint(tmp_path):
-    from odenet.runlog import truncate_metrics
+    from odenet.run.metrics import truncate_metrics
 
     rows = [{"split": "train", "epoch": 1, "step": 1}, {"split": "skipped", "epoch": 1, "step": 1, "batch": 1},
             {"split": "test", "epoch": 1, "step": 1},
@@ -453,7 +454,7 @@ def test_resume_keeps_the_skip_rows_before_its_checkpoint(tmp_path):
     ("checkpoint-lacking", "lacks optimizer, scheduler, epoch, step, rng, config, metrics"),
 ])
 def test_more_bad_input_is_one_sentence_and_exit_2(tiny_fashion, tmp_path, capsys, case, message):
-    from odenet.checkpoint import FORMAT
+    from odenet.run.checkpoint import FORMAT
 
     argv = args(tiny_fashion, tmp_path / "runs", "x", "--backbone", "mlp", "--epochs", "1")
     extra = {"seed": ["--seed", "-1"], "config-dir": ["--config", str(tmp_path)],

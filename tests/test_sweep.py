@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import odenet.sweep as sweep_mod
+from odenet.cli import grid_main
 from odenet.config import ConfigError
-from odenet.sweep import SweepArgs, SweepPlan, expand, load_plan, prepare, run_sweep
+from odenet.grid import SweepArgs, SweepPlan, expand, load_plan, prepare, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_bad_sweep_files(tmp_path, data, message):
 
 
 def test_every_shipped_config_loads():
-    from odenet.config import parse_train_args
+    from odenet.train.config import parse_train_args
 
     from odenet.config import parse
     from odenet.dynamics.config import FitAllConfig, LatentConfig, fit_configs, resolve_latent
@@ -114,11 +114,11 @@ def test_sweep_end_to_end_then_rerun_reuses_finished_runs(tiny_fashion, tmp_path
     def no_training(cfg):
         raise AssertionError(f"{cfg.run_name} was trained again")
 
-    monkeypatch.setattr("odenet.trainer.train", no_training)
+    monkeypatch.setattr("odenet.grid.train", no_training)
     summaries_again, _ = run_sweep(p)
     assert summaries_again == summaries
 
 
 def test_sweep_cli_reports_bad_input_with_exit_2(capsys):
-    assert sweep_mod.main(["--backbones", "resnet", "--set", "epochs"]) == 2
+    assert grid_main(["--backbones", "resnet", "--set", "epochs"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err

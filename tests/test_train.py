@@ -10,7 +10,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from odenet.cli import train_main
-from odenet.runlog import read_metrics
+from odenet.run.metrics import read_metrics
 
 TRAIN_KEYS = {"loss", "acc", "lr", "nfe_forward", "nfe_backward", "nfe_backprop", "steps_accepted", "steps_rejected",
               "act_mem_mb", "time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms"}

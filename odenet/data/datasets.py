@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from odenet.data.formats import DataFileError, read_cifar_batch, read_idx
+from odenet.errors import UserError
 from odenet.registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -26,7 +27,7 @@ IDX_FILES = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserError):
     """The dataset is in none of the places searched."""
 
 
@@ -85,24 +86,24 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def search_roots(data_dir: Path | None) -> list[tuple[Path, str]]:
-    """The directories searched, in order, each with the reason it is searched."""
-    roots: list[tuple[Path, str]] = []
+def search_roots(data_dir: Path | None) -> list[Path]:
+    """The directories searched, in order: --data-dir, $ODENET_DATA, ./data."""
+    roots: list[Path] = []
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise DataNotFoundError(f"--data-dir {data_dir} is not a directory; create it or point --data-dir at the "
                                     f"folder that holds your datasets")
-        roots.append((data_dir, "--data-dir"))
+        roots.append(data_dir)
     if os.environ.get("ODENET_DATA"):
-        roots.append((Path(os.environ["ODENET_DATA"]), "$ODENET_DATA"))
-    roots.append((Path("data"), "./data"))
+        roots.append(Path(os.environ["ODENET_DATA"]))
+    roots.append(Path("data"))
     return roots
 
 
 def download_root(data_dir: Path | None) -> Path:
     """Where ``--download`` puts files: the first of --data-dir, $ODENET_DATA, ./data."""
-    return search_roots(data_dir)[0][0]
+    return search_roots(data_dir)[0]
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
@@ -156,7 +157,7 @@ def _mnist_family(name: str, tv_class: str, dirname: str, extra: tuple[Path, ...
     def load(data_dir: Path | None, download: bool) -> Loaded:
         if download:
             _torchvision_download(tv_class, download_root(data_dir))
-        candidates = [p for root, _ in search_roots(data_dir) for p in (root / tv_class / "raw", root / dirname)]
+        candidates = [p for root in search_roots(data_dir) for p in (root / tv_class / "raw", root / dirname)]
         candidates += list(extra)
         how = (f"put the four IDX files ({', '.join(stem + '.gz' for stem in IDX_STEMS)}) in one of "
                f"those folders, or pass --download where a network exists{hint}")
@@ -172,7 +173,7 @@ def _cifar(name: str, tv_class: str, dirname: str, train_files: list[str], test_
     def load(data_dir: Path | None, download: bool) -> Loaded:
         if download:
             _torchvision_download(tv_class, download_root(data_dir))
-        candidates = [root / dirname for root, _ in search_roots(data_dir)]
+        candidates = [root / dirname for root in search_roots(data_dir)]
         wanted = [*train_files, test_file]
 
         def missing(folder: Path) -> list[str]:

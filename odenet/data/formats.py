@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from odenet.errors import UserError
+
 IDX_UBYTE = 0x08
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError):
     """A dataset file exists but cannot be read as what it should be."""
 
 

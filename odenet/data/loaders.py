@@ -87,7 +87,9 @@ class SeededLoader(DataLoader):
     the augmentation seed so that ranks crop differently.
     """
 
-    rank: int = 0
+    def __init__(self, *args, rank: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rank = rank
 
     def __iter__(self):
         if isinstance(self.collate_fn, BatchTransform):
@@ -219,8 +221,7 @@ def build_loaders(name: str, *, batch_size: int, test_batch_size: int | None = N
                                                   global_batch=batch_size * world_size), generator=gen)
         test_order = dict(sampler=ShardedSampler(len(loaded.test), rank, world_size, shuffle=False))
     train = SeededLoader(InMemoryImages(loaded.train), batch_size=batch_size, drop_last=True,
-                         collate_fn=BatchTransform(spec, True), **train_order, **common)
-    train.rank = rank
+                         collate_fn=BatchTransform(spec, True), rank=rank, **train_order, **common)
     test = DataLoader(InMemoryImages(loaded.test), batch_size=test_batch_size or batch_size, drop_last=False,
                       collate_fn=BatchTransform(spec, False), **test_order, **common)
     return DataBundle(spec, train, test, loaded.source, len(loaded.train), len(loaded.test))

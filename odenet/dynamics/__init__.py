@@ -3,9 +3,10 @@
 Built on the classifier study's infrastructure: learned fields run inside :class:`odenet.ODEBlock`
 (so ``nfe_forward`` / ``nfe_backward`` are the project's exact counts), configs are dataclasses
 parsed by :mod:`odenet.config`, runs write ``metrics.jsonl`` and TensorBoard through
-:class:`odenet.runlog.RunLogger`, and reports go through :mod:`odenet.reports`.
+:class:`odenet.run.log.RunLogger`, and reports go through :mod:`odenet.reports`.
 
 Modules: ``systems`` (true systems registry), ``fields`` (learned fields registry and the model),
 ``data`` (irregular observation times, sub-trajectory batches), ``fit`` (fitting and fit-all),
-``latent`` (latent-ODE VAE), ``plots`` and ``report`` (no torch), ``cli`` (the commands).
+``spirals`` (the latent experiment's data), ``latent`` (latent-ODE VAE), ``runs`` (run-directory and
+solver-failure helpers), ``plots`` and ``report`` (no torch), ``commands`` (the commands).
 """

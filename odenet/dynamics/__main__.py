@@ -1,5 +1,5 @@
-"""``python -m odenet.dynamics COMMAND ...`` (see :mod:`odenet.dynamics.cli`)."""
+"""``python -m odenet.dynamics COMMAND ...`` (see :func:`odenet.cli.dynamics_main`)."""
 
-from odenet.dynamics.cli import main
+from odenet.cli import dynamics_main
 
-raise SystemExit(main())
+raise SystemExit(dynamics_main())

@@ -13,24 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from odenet.config import ConfigError, flag, opt
-from odenet.models.ode import SOLVERS, SolverSettings, is_adaptive
+from odenet.dynamics.fields import list_features, list_fields
+from odenet.dynamics.spirals import SPIRAL_POINTS
+from odenet.dynamics.systems import SYSTEMS, build_system, list_systems
+from odenet.models.solvers import SOLVERS, SolverSettings, resolve_solver_options
 from odenet.registry import closest
-
-ALL_SYSTEMS = ["spiral", "random-matrix", "lotka-volterra", "nonlinear", "mlp-field"]
 
 
 def _systems() -> str:
-    from odenet.dynamics.systems import list_systems
     return ", ".join(list_systems())
 
 
 def _fields() -> str:
-    from odenet.dynamics.fields import list_fields
     return ", ".join(list_fields())
 
 
 def _features() -> str:
-    from odenet.dynamics.fields import list_features
     return "auto, " + ", ".join(list_features())
 
 
@@ -99,7 +97,7 @@ class FitConfig(FitOptions):
 
 @dataclass
 class FitAllConfig(FitOptions):
-    systems: list[str] = opt(ALL_SYSTEMS, "systems to fit, each in OUT_DIR/<system>", metavar="S1,S2")
+    systems: list[str] = opt(SYSTEMS.in_order(), "systems to fit, each in OUT_DIR/<system>", metavar="S1,S2")
     out_dir: str = opt("runs/dynamics-all", "folder of the runs and the combined report", metavar="DIR")
 
 
@@ -141,34 +139,16 @@ def check_positive(cfg: Any, names: tuple[str, ...], at_least: int = 1) -> None:
 
 
 def resolve_solver(cfg: Any, explicit: set[str]) -> dict[str, Any]:
-    """Changes that make ``cfg``'s solver options say what will run (as train.py resolves them)."""
-    if cfg.solver not in SOLVERS:
-        raise ConfigError(f"unknown --solver {cfg.solver!r}{closest(cfg.solver, list(SOLVERS))}; valid: {_solvers()}")
+    """Changes that make ``cfg``'s solver options say what will run: the project's one rule, with
+    ``--steps`` required for fixed-step solvers (steps per unit of time; no default here)."""
     check_positive(cfg, ("tol", "rtol", "atol", "adjoint_tol"))
     check_positive(cfg, ("max_num_steps", "steps"))
-    if cfg.seminorm and not cfg.adjoint:
-        raise ConfigError("--seminorm controls the adjoint solve's error; add --adjoint or drop --seminorm")
     if cfg.adjoint_tol is not None and not cfg.adjoint:
         raise ConfigError("--adjoint-tol does not apply without --adjoint; add --adjoint or drop --adjoint-tol")
-    if is_adaptive(cfg.solver):
-        if "steps" in explicit and cfg.steps is not None:
-            raise ConfigError(f"--steps does not apply: {cfg.solver} chooses its own steps; set --tol instead")
-        rtol, atol = cfg.rtol or cfg.tol, cfg.atol or cfg.tol
-        if rtol is None or atol is None:
-            raise ConfigError(f"{cfg.solver} needs a tolerance; give --tol (or --rtol and --atol)")
-        return {"rtol": rtol, "atol": atol, "steps": None}
-    given = [flag(n) for n in ("tol", "rtol", "atol", "adjoint_tol", "seminorm") if n in explicit
-             and getattr(cfg, n) not in (None, False)]
-    if given:
-        raise ConfigError(f"{', '.join(given)} does not apply: {cfg.solver} is a fixed-step solver; set --steps")
-    if cfg.steps is None:
-        raise ConfigError(f"fixed-step solver {cfg.solver} needs --steps N (steps per unit of time)")
-    return {"tol": None, "rtol": None, "atol": None, "adjoint_tol": None, "max_num_steps": None}
+    return resolve_solver_options(dataclasses.asdict(cfg), explicit, default_steps=None)
 
 
 def _check_fit_options(cfg: FitOptions) -> None:
-    from odenet.dynamics.fields import list_features, list_fields
-
     if cfg.field not in list_fields():
         raise ConfigError(f"unknown --field {cfg.field!r}{closest(cfg.field, list_fields())}; valid: {_fields()}")
     if cfg.features != "auto" and cfg.features not in list_features():
@@ -196,8 +176,6 @@ def resolve_fit(cfg: FitConfig, explicit: set[str]) -> FitConfig:
     Raises:
         ConfigError: unknown system / field / features / solver, or a value out of range.
     """
-    from odenet.dynamics.systems import build_system
-
     _check_fit_options(cfg)
     system = build_system(cfg.system, cfg.system_seed)
     changes = resolve_solver(cfg, explicit)
@@ -222,8 +200,6 @@ def resolve_latent(cfg: LatentConfig, explicit: set[str]) -> LatentConfig:
     if cfg.observations > cfg.window:
         raise ConfigError(f"--observations {cfg.observations} cannot exceed --window {cfg.window} (the points "
                           f"are drawn inside the window); lower --observations or raise --window")
-    from odenet.dynamics.latent import SPIRAL_POINTS
-
     if 2 * cfg.window + cfg.extrapolate > SPIRAL_POINTS:
         raise ConfigError(f"--window {cfg.window} and --extrapolate {cfg.extrapolate} need 2·window + extrapolate "
                           f"<= {SPIRAL_POINTS} spiral grid points (windows start at least one window in); lower them")

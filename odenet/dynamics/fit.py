@@ -11,9 +11,7 @@ reports its MSE (``mse``, also logged as ``loss``) — the number a fit is judge
 
 from __future__ import annotations
 
-import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,27 +19,29 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
-from odenet.checkpoint import save_checkpoint
 from odenet.config import ConfigError
 from odenet.dynamics.config import FitConfig
 from odenet.dynamics.data import Batch, observed_indices, predict_batch, predict_trajectory, sample_batch
 from odenet.dynamics.fields import DynamicsModel, LearnedField
+from odenet.dynamics.plots import fit_figure, fit_title
+from odenet.dynamics.report import dynamics_report, load_fit_run
+from odenet.dynamics.runs import check_run_dir, solver_guard
 from odenet.dynamics.systems import System, Trajectory, build_system, simulate, true_field
-from odenet.engine import backward, flat_nfe
-from odenet.models.ode import SolverError, read_nfe
-from odenet.runlog import RunLogger, write_config, write_json
+from odenet.measure import Clock
+from odenet.models.ode import reset_nfe, take_nfe
+from odenet.naming import solver_name_parts
+from odenet.reports import write_report
+from odenet.run.checkpoint import save_checkpoint
+from odenet.run.files import write_config, write_json
+from odenet.run.log import RunLogger
+from odenet.run.tensorboard import write_report as write_tensorboard_report
+from odenet.train.step import optimizer_step
 
 TRAIN_MEANS = ("loss", "nfe_forward", "nfe_backward", "nfe_backprop", "steps_accepted", "time_step_ms",
                "time_forward_ms", "time_backward_ms")
 FIELD_GRID = 21  # points per axis of the vector-field plot
-
-
-EXIT_FAILED = 3  # as train.py: 2 = bad input, 3 = the run started and failed
-
-
-class SolverFailure(RuntimeError):
-    """The learned ODE could not be solved or diverged; the message says what to change."""
 
 
 @dataclass
@@ -64,41 +64,26 @@ def make_model(cfg: FitConfig) -> DynamicsModel:
     return DynamicsModel(LearnedField(cfg.field, cfg.features, bool(cfg.time_input)), cfg.solver_settings())
 
 
-@contextmanager
-def solver_guard(what: str, step: int):
-    """Turn a failed solve (:class:`SolverError`, forward or adjoint) into one actionable sentence."""
-    try:
-        yield
-    except SolverError as exc:
-        raise SolverFailure(f"{what} at iteration {step} stopped: {exc}; lower --lr, loosen --tol or raise "
-                            f"--max-num-steps") from None
-
-
 def train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer, trajectory: Trajectory,
                batch: Batch) -> dict[str, float]:
-    """One optimizer step on a batch of sub-trajectories → loss, NFE by phase and times."""
-    read_nfe(model, reset=True)
-    t0 = time.perf_counter()
-    pred, target = predict_batch(model, trajectory, batch)
-    loss = F.mse_loss(pred, target)
-    t1 = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    backward(model, loss)  # a failed adjoint solve becomes a SolverError
-    t2 = time.perf_counter()
-    optimizer.step()
-    t3 = time.perf_counter()
-    return {"loss": loss.item(), "mse": loss.item(), "time_step_ms": (t3 - t0) * 1e3,
-            "time_forward_ms": (t1 - t0) * 1e3, "time_backward_ms": (t2 - t1) * 1e3, **flat_nfe(read_nfe(model))}
+    """One optimizer step on a batch of sub-trajectories → loss (= mse), NFE by phase and times."""
+    def compute():
+        pred, target = predict_batch(model, trajectory, batch)
+        loss = F.mse_loss(pred, target)
+        return loss, {"mse": loss}
+
+    return optimizer_step(model, optimizer, compute, measure_memory=False)
 
 
 @torch.no_grad()
 def evaluate(model: DynamicsModel, trajectory: Trajectory) -> tuple[dict[str, float], torch.Tensor]:
     """MSE of the whole learned trajectory from the true y0 → (measurements, prediction (N, D))."""
-    read_nfe(model, reset=True)
-    t0 = time.perf_counter()
+    clock = Clock(trajectory.y.device)
+    reset_nfe(model)
+    t0 = clock.now()
     pred = predict_trajectory(model, trajectory)
-    elapsed = time.perf_counter() - t0
-    nfe = read_nfe(model)
+    elapsed = clock.now() - t0
+    nfe = take_nfe(model)
     mse = F.mse_loss(pred, trajectory.y).item() if torch.isfinite(pred).all() else float("inf")
     return {"loss": mse, "mse": mse, "time_ms": elapsed * 1e3, "nfe_forward": nfe["nfe_forward"],
             "steps_accepted": nfe["steps_accepted"], "steps_rejected": nfe["steps_rejected"]}, pred
@@ -110,8 +95,7 @@ def still_mse(trajectory: Trajectory) -> float:
 
 
 def default_run_name(cfg: FitConfig) -> str:
-    setting = f"tol{cfg.rtol:g}" if cfg.rtol is not None else f"steps{cfg.steps}"
-    parts = [cfg.system, cfg.field, cfg.features, cfg.solver, setting, "adjoint" if cfg.adjoint else "direct"]
+    parts = [cfg.system, cfg.field, cfg.features, *solver_name_parts(cfg.to_dict())]
     if cfg.irregular:
         parts.append(f"irr{cfg.irregular:g}")
     return "-".join([*parts, f"s{cfg.seed}"])
@@ -119,12 +103,6 @@ def default_run_name(cfg: FitConfig) -> str:
 
 def run_dir_of(cfg: FitConfig) -> Path:
     return Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
-
-
-def check_run_dir(run_dir: Path) -> None:
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run; choose another --run-name or --out-dir, "
-                          f"or delete it")
 
 
 class Fit:
@@ -168,9 +146,6 @@ class Fit:
             batch = sample_batch(p.observed, cfg.batch_time, cfg.batch_size, p.trajectory.dt, self.batches)
             with solver_guard("training step", step):
                 row = train_step(self.model, self.optimizer, p.trajectory, batch)
-            if not math.isfinite(row["loss"]):
-                raise SolverFailure(f"the training loss became {row['loss']} at iteration {step}: the learned field "
-                                    f"diverged; lower --lr")
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             logger.log({"split": "train", "epoch": 1, "step": step, **row})
@@ -197,8 +172,6 @@ class Fit:
                 "versions": {"torch": torch.__version__}}
 
     def _save(self, pred0: torch.Tensor, pred: torch.Tensor, summary: dict, logger: RunLogger) -> None:
-        from odenet.dynamics.plots import fit_figure, fit_title
-
         save_checkpoint(self.run_dir / "last.pt", {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "step": self.cfg.iters, "config": self.cfg.to_dict(),
@@ -250,8 +223,6 @@ def is_complete(cfg: FitConfig) -> bool:
     Raises:
         ConfigError: it holds another or an unfinished run, which fit-all must not mix in.
     """
-    import yaml
-
     run_dir = run_dir_of(cfg)
     if not (run_dir / "metrics.jsonl").exists():
         return False
@@ -264,8 +235,6 @@ def is_complete(cfg: FitConfig) -> bool:
 
 def fit_all(configs: list[FitConfig], out_dir: Path) -> Path:
     """Fit each config (finished identical runs are reused), then write the combined report into ``out_dir``."""
-    from odenet.dynamics.report import load_fit_run
-
     todo = [cfg for cfg in configs if not is_complete(cfg)]  # every check before any run starts
     jobs = [Fit(cfg) for cfg in todo]
     print(f"fit-all: {len(configs)} systems in {out_dir} ({len(configs) - len(todo)} already fitted)", flush=True)
@@ -276,11 +245,7 @@ def fit_all(configs: list[FitConfig], out_dir: Path) -> Path:
 
 def write_fit_report(runs: list, out_dir: Path) -> Path:
     """report.md, report.html and PNGs into ``out_dir``; the same figures and text to TensorBoard."""
-    from odenet.dynamics.report import dynamics_report
-    from odenet.reports import write_report
-    from odenet.tb import write_report as write_tb
-
     report = dynamics_report(runs)
     write_report(report, out_dir)
-    write_tb(report, str(out_dir / "_report"), "report")
+    write_tensorboard_report(report, str(out_dir / "_report"), "report")
     return out_dir

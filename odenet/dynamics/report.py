@@ -1,7 +1,7 @@
 """The combined report over fitted systems, from saved run directories alone (no torch).
 
 Reads each run's ``config.yaml``, ``summary.json``, ``metrics.jsonl`` and ``plot_data.npz``;
-writes nothing itself (``odenet.reports.write_report`` and ``odenet.tb.write_report`` do).
+writes nothing itself (``odenet.reports.write_report`` and ``odenet.run.tensorboard.write_report`` do).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from odenet.reports import Report, ReportError, Section, fmt, md_table, read_jsonl
+from odenet.dynamics.plots import fit_figure, fit_title, mse_curves_figure
+from odenet.naming import backprop, solver_setting
+from odenet.reports import Report, ReportError, Section, fmt, md_table
+from odenet.run.metrics import MetricsError, read_metrics
 
 
 @dataclass
@@ -42,8 +45,12 @@ def load_fit_run(path: str | Path) -> FitRun:
     path = Path(path)
     if not (path / "summary.json").is_file():
         raise ReportError(f"{path} is not a finished fit (no summary.json); run it again")
+    try:
+        rows = read_metrics(path / "metrics.jsonl")
+    except MetricsError as exc:
+        raise ReportError(str(exc)) from None
     return FitRun(path, yaml.safe_load((path / "config.yaml").read_text()),
-                  json.loads((path / "summary.json").read_text()), read_jsonl(path / "metrics.jsonl"))
+                  json.loads((path / "summary.json").read_text()), rows)
 
 
 def fit_table(runs: list[FitRun]) -> str:
@@ -54,9 +61,9 @@ def fit_table(runs: list[FitRun]) -> str:
     for run in runs:
         c, s = run.config, run.summary
         means = s["train_mean"]
-        setting = f"{c['solver']} tol {c['rtol']:g}" if c.get("rtol") is not None else f"{c['solver']} {c['steps']} st"
+        setting = f"{c['solver']} {solver_setting(c)}"
         inputs = c["features"] + (" + t" if c["time_input"] else "")
-        rows.append([f"`{run.name}`", f"{c['field']} ({inputs})", setting, "adjoint" if c["adjoint"] else "direct",
+        rows.append([f"`{run.name}`", f"{c['field']} ({inputs})", setting, backprop(c),
                      f"{s['observed']}/{s['data_size']}", fmt(c["iters"], "d"), fmt(s["mse_still"], ".3g"),
                      fmt(s["mse_initial"], ".3g"),
                      fmt(s["mse_final"], ".3g"), fmt(s["mse_ratio"], ".3g") + "×",
@@ -90,8 +97,6 @@ def findings(runs: list[FitRun]) -> str:
 
 
 def dynamics_report(runs: list[FitRun], title: str = "odenet: learning dynamical systems from trajectories") -> Report:
-    from odenet.dynamics.plots import fit_figure, fit_title, mse_curves_figure
-
     if not runs:
         raise ReportError("no fitted systems to report on")
     names = [run.name for run in runs]

@@ -10,9 +10,10 @@ from __future__ import annotations
 from torch import nn
 from timm.models.resnet import BasicBlock, downsample_conv
 
+from odenet.models.backbones import Classifier, register_backbone
 from odenet.models.layers import ConvODEField
-from odenet.models.ode import ODEBlock, SolverSettings
-from odenet.models.registry import Classifier, register_backbone
+from odenet.models.ode import ODEBlock
+from odenet.models.solvers import SolverSettings
 
 WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2

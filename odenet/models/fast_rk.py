@@ -15,8 +15,9 @@ own code, copied from ``RKAdaptiveStepsizeODESolver._adaptive_step`` (torchdiffe
 only the stage arithmetic replaced. Results agree with torchdiffeq's to floating-point rounding
 (summation order differs); see tests/test_fast_rk.py.
 
-The solvers are registered in torchdiffeq's solver table as ``odenet-<method>`` (new keys only,
-nothing of torchdiffeq is replaced); :data:`FAST_METHODS` maps each method to its fast twin.
+The solvers are added to torchdiffeq's solver table as ``odenet-<method>`` (new keys only,
+nothing of torchdiffeq is replaced) by :func:`register`, which :func:`method_name` calls the
+first time a fast method is asked for — importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torchdiffeq._impl.interp import _interp_fit
 from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _optimal_step_size
 from torchdiffeq._impl.odeint import SOLVERS
 
-from odenet.models.ode import ADAPTIVE_SOLVERS
+from odenet.models.solvers import ADAPTIVE_SOLVERS
 
 
 class _LazyInterpolant(list):
@@ -183,8 +184,18 @@ class FastRKMixin:
         return rk_common._RungeKuttaState(y_next, f_next, t0, t_next, dt_next, interp_coeff)
 
 
-FAST_METHODS: dict[str, str] = {}
-for _name in ADAPTIVE_SOLVERS:  # all of them torchdiffeq RKAdaptiveStepsizeODESolver subclasses
-    _base = SOLVERS[_name]
-    SOLVERS[f"odenet-{_name}"] = type(f"Fast{_base.__name__}", (FastRKMixin, _base), {})
-    FAST_METHODS[_name] = f"odenet-{_name}"
+FAST_METHODS: dict[str, str] = {name: f"odenet-{name}" for name in ADAPTIVE_SOLVERS}
+
+
+def register() -> None:
+    """Add the fast twin of every adaptive method to torchdiffeq's solver table (idempotent)."""
+    for name, fast in FAST_METHODS.items():  # all of them RKAdaptiveStepsizeODESolver subclasses
+        if fast not in SOLVERS:
+            base = SOLVERS[name]
+            SOLVERS[fast] = type(f"Fast{base.__name__}", (FastRKMixin, base), {})
+
+
+def method_name(method: str) -> str:
+    """The torchdiffeq method name of ``method``'s fast twin, registered on first use."""
+    register()
+    return FAST_METHODS[method]

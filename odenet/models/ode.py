@@ -20,140 +20,14 @@ training counts and nothing depends on call order.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
 
-ADAPTIVE_SOLVERS = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
-FIXED_SOLVERS = ("euler", "explicit_adams", "heun2", "heun3", "implicit_adams", "midpoint", "rk4")
-SOLVERS = tuple(sorted(s for s in ADAPTIVE_SOLVERS + FIXED_SOLVERS if s in TORCHDIFFEQ_SOLVERS))
-
-
-def is_adaptive(method: str) -> bool:
-    return method in ADAPTIVE_SOLVERS
-
-
-# The ways torchdiffeq gives up on a solve; it reports them as AssertionError.
-SOLVER_FAILURES = ("underflow in dt", "max_num_steps exceeded", "non-finite values in state")
-
-
-class SolverError(RuntimeError):
-    """An ODE solve failed: the step size underflowed, the step budget ran out, or the state blew up.
-
-    Attributes:
-        reason: torchdiffeq's message (first line).
-        solver: the settings of the block that failed.
-        phase: "forward" (the block's solve) or "backward" (the adjoint solve).
-    """
-
-    def __init__(self, reason: str, solver: "SolverSettings", phase: str) -> None:
-        super().__init__(f"{reason} in the {phase} solve ({solver.describe()})")
-        self.reason, self.solver, self.phase = reason, solver, phase
-
-
-def as_solver_error(exc: AssertionError, solver: "SolverSettings", phase: str) -> SolverError | None:
-    """torchdiffeq's AssertionError → SolverError, or None when the assertion is not a solver failure."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    if any(text.startswith(reason) for reason in SOLVER_FAILURES):
-        return SolverError(text[:200], solver, phase)
-    return None
-
-
-@dataclass(frozen=True)
-class SolverSettings:
-    """How an ODE block integrates over t ∈ [0, t1].
-
-    Attributes:
-        method: a torchdiffeq method; adaptive ones use ``rtol``/``atol``, fixed-grid ones ``steps``.
-        adjoint: backpropagate by solving the adjoint ODE (O(1) memory in the number of
-            steps) instead of through the solver's operations.
-        adjoint_rtol, adjoint_atol: tolerances of the adjoint solve; ``None`` = forward ones.
-        seminorm: measure the adjoint's error on the state and adjoint only, not on the
-            parameter integrals (Kidger et al. 2021, "Hey, that's not an ODE"), which
-            usually cuts backward NFE.
-        max_num_steps: adaptive solvers give up after this many steps (a guard against
-            runaway stiffness) with torchdiffeq's "max_num_steps exceeded" error. torchdiffeq
-            counts per output interval: per solve for a classifier's [0, t1], per gap between
-            observation times for :meth:`ODEBlock.trajectory`.
-        steps: number of equal steps of a fixed-grid solver over [0, t1]. The step size
-            t1 / steps is what is kept: a solve over another interval (a trajectory in
-            :meth:`ODEBlock.trajectory`, or the adjoint's solve of each gap between
-            observation times) takes ceil(length × steps / t1) equal steps.
-        fast_rk: adaptive Runge–Kutta methods use :mod:`odenet.models.fast_rk` (torchdiffeq's
-            step control with cheaper stage arithmetic); False runs torchdiffeq's own solver.
-    """
-
-    method: str = "dopri5"
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    adjoint: bool = False
-    adjoint_rtol: float | None = None
-    adjoint_atol: float | None = None
-    seminorm: bool = False
-    max_num_steps: int | None = None
-    steps: int | None = None
-    t1: float = 1.0
-    fast_rk: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in SOLVERS:
-            raise ValueError(f"unknown solver {self.method!r}; valid solvers: {', '.join(SOLVERS)}")
-        for name in ("rtol", "atol", "adjoint_rtol", "adjoint_atol", "t1"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value}")
-        if not is_adaptive(self.method) and (self.steps is None or self.steps < 1):
-            raise ValueError(f"fixed-step solver {self.method!r} needs steps >= 1 (--steps N), got {self.steps}")
-        if self.max_num_steps is not None and self.max_num_steps < 1:
-            raise ValueError(f"max_num_steps must be >= 1, got {self.max_num_steps}")
-        if self.seminorm and not (self.adjoint and is_adaptive(self.method)):
-            raise ValueError("seminorm changes the error norm of an adaptive adjoint solve; use it with --adjoint "
-                             "and an adaptive solver")
-
-    def describe(self) -> str:
-        if is_adaptive(self.method):
-            text = f"{self.method}, rtol {self.rtol:g}, atol {self.atol:g}"
-            text += f", max_num_steps {self.max_num_steps}" if self.max_num_steps else ""
-        else:
-            text = f"{self.method}, {self.steps} steps"
-        return text + (", adjoint" if self.adjoint else "")
-
-    def torchdiffeq_method(self) -> str:
-        """The name of the solver torchdiffeq runs for ``method``."""
-        from odenet.models.fast_rk import FAST_METHODS
-
-        return FAST_METHODS.get(self.method, self.method) if self.fast_rk else self.method
-
-    def options(self) -> dict:
-        """torchdiffeq ``options`` for the forward solve."""
-        if is_adaptive(self.method):
-            return {} if self.max_num_steps is None else {"max_num_steps": self.max_num_steps}
-        steps_per_unit = self.steps / self.t1
-        # An explicit grid rather than ``step_size``: torchdiffeq builds the grid from
-        # ceil(T / step_size + 1), which floating-point error can turn into one extra
-        # zero-length step (and 4 extra RK4 evaluations) for step sizes like 1/3.
-        return {"grid_constructor": lambda func, y0, t: torch.linspace(
-            float(t[0]), float(t[-1]), grid_steps(float(t[-1]) - float(t[0]), steps_per_unit) + 1,
-            dtype=t.dtype, device=t.device)}
-
-    def adjoint_kwargs(self) -> dict:
-        options = self.options()
-        if self.seminorm:
-            options["norm"] = "seminorm"
-        return {"adjoint_rtol": self.adjoint_rtol or self.rtol, "adjoint_atol": self.adjoint_atol or self.atol,
-                "adjoint_options": options}
-
-
-def grid_steps(length: float, steps_per_unit: float) -> int:
-    """Equal steps of a fixed-grid solve over an interval of ``length`` (either sign): at least one,
-    and an exact multiple is not rounded up by floating-point noise (1 × 3 / 1 → 3, not 4)."""
-    x = abs(length) * steps_per_unit
-    nearest = round(x)
-    return max(1, nearest if abs(x - nearest) <= 1e-6 * max(1.0, x) else math.ceil(x))
+from odenet.models import fast_rk
+from odenet.models.solvers import SolverSettings, as_solver_error, is_adaptive
 
 
 @dataclass
@@ -241,6 +115,11 @@ class _CountedAdaptiveField(_CountedField):
         self.stats.steps_rejected_backward += 1
 
 
+def torchdiffeq_method(solver: SolverSettings) -> str:
+    """The name torchdiffeq runs for ``solver``: the fast twin of an adaptive RK method unless ``fast_rk`` is off."""
+    return fast_rk.method_name(solver.method) if solver.fast_rk and is_adaptive(solver.method) else solver.method
+
+
 class ODEBlock(nn.Module):
     """Maps x to the solution at t1 of dx/dt = func(t, x), x(0) = x.
 
@@ -283,7 +162,7 @@ class ODEBlock(nn.Module):
         the times in between.
         """
         s = self.solver
-        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": s.torchdiffeq_method(), "options": s.options()}
+        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": torchdiffeq_method(s), "options": s.options()}
         self._counted.solving_forward = True
         try:
             if s.adjoint and torch.is_grad_enabled():
@@ -307,27 +186,36 @@ def ode_blocks(model: nn.Module) -> dict[str, ODEBlock]:
     return {name: m for name, m in model.named_modules() if isinstance(m, ODEBlock)}
 
 
-def read_nfe(model: nn.Module, *, reset: bool = True) -> dict:
-    """Read (and by default reset) the solver counters of every ODE block in ``model``.
+def read_nfe(model: nn.Module) -> dict:
+    """The solver counters of every ODE block in ``model`` since their last :func:`reset_nfe`.
 
     Returns:
         ``{}`` for a model without ODE blocks; otherwise the counters of
         :class:`SolverStats` summed over blocks (``nfe_forward``, ``nfe_backward``,
         ``nfe_backprop``, ``steps_accepted``, ``steps_rejected`` and their ``_backward``
         twins) plus ``"blocks"``: the same counters per block, keyed by module name.
-        Reset after each training step and each evaluation batch so that no count leaks
-        across batches or phases.
     """
     blocks = ode_blocks(model)
     if not blocks:
         return {}
     per_block = {name: block.stats.as_dict() for name, block in blocks.items()}
-    if reset:
-        for block in blocks.values():
-            block.stats.reset()
     total = {key: sum(stats[key] for stats in per_block.values()) for key in STAT_KEYS}
     total["blocks"] = per_block
     return total
+
+
+def reset_nfe(model: nn.Module) -> None:
+    """Zero the counters of every ODE block; callers reset before each training step and each
+    evaluation batch so that no count leaks across batches or phases."""
+    for block in ode_blocks(model).values():
+        block.stats.reset()
+
+
+def take_nfe(model: nn.Module) -> dict:
+    """:func:`read_nfe`, then :func:`reset_nfe`: the counts of the phase that just ended."""
+    stats = read_nfe(model)
+    reset_nfe(model)
+    return stats
 
 
 def set_solver(model: nn.Module, **changes) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from odenet.models.backbones import Classifier, register_backbone
 from odenet.models.layers import ConvODEField, PreActBlock, paper_head, paper_stem
-from odenet.models.ode import ODEBlock, SolverSettings
-from odenet.models.registry import Classifier, register_backbone
+from odenet.models.ode import ODEBlock
+from odenet.models.solvers import DEFAULT_STEPS, SolverConstraint, SolverSettings
 
 
 @register_backbone("mlp")
@@ -37,10 +38,10 @@ def odenet(*, in_channels: int, num_classes: int, solver: SolverSettings | None 
                       paper_head(width, num_classes))
 
 
-RKNET_STEPS = 6
+RKNET = SolverConstraint("rknet", method="rk4")
 
 
-@register_backbone("rknet", ode=True)
+@register_backbone("rknet", solver=RKNET)
 def rknet(*, in_channels: int, num_classes: int, solver: SolverSettings | None = None, width: int = 64,
           image_size: int = 28) -> Classifier:
     """RK-Net: the ODE-Net field integrated by fixed RK4 steps and backpropagated directly.
@@ -48,9 +49,7 @@ def rknet(*, in_channels: int, num_classes: int, solver: SolverSettings | None =
     ``solver`` may only choose the number of steps (and t1); anything but direct RK4 is an ODE-Net.
     """
     del image_size
-    solver = solver or SolverSettings(method="rk4", steps=RKNET_STEPS)
-    if solver.method != "rk4" or solver.adjoint:
-        raise ValueError("rknet is fixed-step RK4 with direct backpropagation; for other solvers or the adjoint use "
-                         "--backbone odenet --solver ...")
+    solver = solver or SolverSettings(method="rk4", steps=DEFAULT_STEPS)
+    RKNET.check(solver)
     return Classifier(paper_stem(in_channels, width), ODEBlock(ConvODEField(width), solver),
                       paper_head(width, num_classes))

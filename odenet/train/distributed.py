@@ -114,3 +114,20 @@ def any_rank(ctx: Context, flag: bool, device: torch.device) -> bool:
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
 
+
+def wrap(ctx: Context, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model as the training loop calls it: DistributedDataParallel under torchrun, else itself."""
+    if not ctx.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def combine_evaluation(ctx: Context, test: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """One evaluation's row from every rank's share of the test set → loss and accuracy over all images."""
+    if not ctx.active:
+        return test
+    n = test["images"]
+    loss_sum, correct, images = all_sum(ctx, [test["loss"] * n, test["acc"] * n, n], device)
+    return {**combine_rows(ctx, test), "loss": loss_sum / images, "acc": correct / images, "images": int(images)}

@@ -1,4 +1,4 @@
-"""Run directories and the one place that writes measurements: metrics.jsonl and TensorBoard.
+"""The one place that writes a run's measurements: metrics.jsonl rows and TensorBoard scalars.
 
 Every row has ``split`` ("train" or "test"), ``epoch``, ``step`` and measurement keys; the
 same key is the JSON key and, prefixed with the split, the TensorBoard tag
@@ -12,30 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
+from torch.utils.tensorboard import SummaryWriter
 
-from odenet.checkpoint import atomic_write_text
-from odenet.reports import read_jsonl as read_metrics  # one reader of metrics.jsonl (reports stay torch-free)
+from odenet.run.tensorboard import write_run_footer, write_run_header
 
 NON_SCALARS = ("split", "epoch", "step")
-
-
-def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -> None:
-    """Keep only rows logged up to a checkpoint: training steps ≤ ``step``, evaluations of epochs
-    ≤ ``epoch``, and skipped batches up to the checkpoint (of completed epochs, or among the
-    first ``batches_done`` batches of the epoch under way).
-
-    Resuming from that checkpoint then appends the rest without duplicated, lost or torn rows.
-    """
-    def kept(r: dict) -> bool:
-        if r["split"] == "train":
-            return r["step"] <= step
-        if r["split"] == "skipped":
-            return r["epoch"] <= epoch or (r["epoch"] == epoch + 1 and r["batch"] < batches_done)
-        return r["epoch"] <= epoch
-
-    keep = [r for r in read_metrics(path) if kept(r)]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 class RunLogger:
@@ -50,10 +31,6 @@ class RunLogger:
 
     def __init__(self, run_dir: Path, config: dict[str, Any], purge_step: int | None = None,
                  classifier: bool = True) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        from odenet.tb import write_run_header
-
         self.run_dir = Path(run_dir)
         self.config = config
         self.classifier = classifier
@@ -72,16 +49,6 @@ class RunLogger:
     def close(self, completed: bool = False) -> None:
         """Close the files; ``completed`` marks the HParams session as finished."""
         if completed and self.classifier:
-            from odenet.tb import write_run_footer
-
             write_run_footer(self.tb, self.config)
         self._jsonl.close()
         self.tb.close()
-
-
-def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    atomic_write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""One training step, one training epoch, one evaluation — each returns its measurements as data.
+"""One timed optimizer step and one evaluation pass — each returns its measurements as data.
 
 Nothing here writes files; callers hand the returned dicts to a logger. Keys are the
 project-wide names: ``loss``, ``acc``, ``nfe_forward``, ``nfe_backward``, ``nfe_backprop``,
@@ -10,17 +10,19 @@ project-wide names: ``loss``, ``acc``, ``nfe_forward``, ``nfe_backward``, ``nfe_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odenet.errors import RunFailure
 from odenet.measure import Clock, EventClock, SavedTensorMeter, peak_mem_mb, reset_peak
-from odenet.models.ode import SolverError, as_solver_error, ode_blocks, read_nfe
+from odenet.models.ode import ode_blocks, reset_nfe, take_nfe
+from odenet.models.solvers import as_solver_error
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailure):
     """The loss of a training step is NaN or infinite."""
 
 
@@ -37,7 +39,7 @@ def backward(model: nn.Module, loss: torch.Tensor) -> None:
 
 
 def flat_nfe(stats: dict) -> dict[str, float]:
-    """read_nfe's dict → flat metric keys; per-block keys (``nfe_forward/<block>``) only with several blocks."""
+    """:func:`read_nfe`'s dict → flat metric keys; per-block keys (``nfe_forward/<block>``) only with several blocks."""
     if not stats:
         return {}
     row = {k: v for k, v in stats.items() if k != "blocks"}
@@ -48,50 +50,69 @@ def flat_nfe(stats: dict) -> dict[str, float]:
     return row
 
 
-def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               params: Iterable[torch.Tensor], data_start=None) -> dict[str, float]:
-    """Forward, backward and optimizer step on one batch already on the model's device.
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   compute: Callable[[], tuple[torch.Tensor, Mapping[str, torch.Tensor | float]]], *,
+                   params: Iterable[torch.Tensor] | None = None, measure_memory: bool = True,
+                   data_start=None) -> dict[str, float]:
+    """Forward (``compute()``), backward and optimizer step, timed and counted: every training loop's step.
 
-    Phase times come from :class:`EventClock` marks, read after the step's two unavoidable
-    synchronisations (the loss, which decides whether to update, and the step's end).
-    ``data_start``: an EventClock mark taken before the batch was fetched, giving ``time_data_ms``.
+    ``compute()`` returns the loss to minimise and other quantities to report (0-d tensors or
+    floats, e.g. ``acc``); the row holds ``loss`` and those, the phase times, ``act_mem_mb``
+    (when ``measure_memory``; ``params`` are left out of it), ``peak_mem_mb`` on CUDA and the
+    NFE counters. Phase times come from :class:`EventClock` marks, read after the step's two
+    unavoidable synchronisations (the loss, which decides whether to update, and the step's
+    end). ``data_start``: an EventClock mark taken before the batch was fetched (``time_data_ms``).
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or infinite; the weights are left as they were.
+        SolverError: a forward or adjoint solve failed.
     """
-    device = images.device
+    device = next(model.parameters()).device
     clock = EventClock(device)
-    read_nfe(model, reset=True)  # whatever an earlier phase left must not count here
+    reset_nfe(model)  # whatever an earlier phase left must not count here
     reset_peak(device)
     t0 = clock.mark()
-    with SavedTensorMeter(exclude=params) as meter:
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+    meter = SavedTensorMeter(exclude=model.parameters() if params is None else params) if measure_memory else None
+    if meter is None:
+        loss, extras = compute()
+    else:
+        with meter:
+            loss, extras = compute()
     t1 = clock.mark()
     optimizer.zero_grad(set_to_none=True)
     backward(model, loss)
     t2 = clock.mark()
-    # One synchronisation for both numbers; the loss is checked before the update, so a
-    # non-finite loss leaves the weights as they were.
-    loss_value, acc = torch.stack([loss.detach(), (logits.argmax(1) == labels).float().mean()]).tolist()
-    if not math.isfinite(loss_value):
+    # One synchronisation for the loss and every reported tensor; the loss is checked before the
+    # update, so a non-finite loss leaves the weights as they were.
+    tensors = {k: v for k, v in extras.items() if isinstance(v, torch.Tensor)}
+    values = torch.stack([loss.detach().float(), *(v.detach().float() for v in tensors.values())]).tolist()
+    if not math.isfinite(values[0]):
         optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLossError(f"the loss is {loss_value}")
+        raise NonFiniteLossError(f"the loss is {values[0]}")
     optimizer.step()
     t3 = clock.mark()
     clock.wait(t3)
-    row = {
-        "loss": loss_value,
-        "acc": acc,
-        "time_step_ms": clock.ms(t0, t3),
-        "time_forward_ms": clock.ms(t0, t1),
-        "time_backward_ms": clock.ms(t1, t2),
-        "act_mem_mb": meter.mb,
-    }
+    row = {"loss": values[0], **{k: v for k, v in extras.items() if k not in tensors}, **dict(zip(tensors, values[1:])),
+           "time_step_ms": clock.ms(t0, t3), "time_forward_ms": clock.ms(t0, t1), "time_backward_ms": clock.ms(t1, t2)}
+    if meter is not None:
+        row["act_mem_mb"] = meter.mb
     if data_start is not None:
         row["time_data_ms"] = clock.ms(data_start, t0)
     peak = peak_mem_mb(device)
     if peak is not None:
         row["peak_mem_mb"] = peak
-    row.update(flat_nfe(read_nfe(model)))
+    row.update(flat_nfe(take_nfe(model)))
     return row
+
+
+def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+               params: Iterable[torch.Tensor], data_start=None) -> dict[str, float]:
+    """A classifier's step on one batch already on the model's device: cross-entropy, with ``acc``."""
+    def compute():
+        logits = model(images)
+        return F.cross_entropy(logits, labels), {"acc": (logits.argmax(1) == labels).float().mean()}
+
+    return optimizer_step(model, optimizer, compute, params=params, data_start=data_start)
 
 
 def to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
@@ -113,7 +134,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit:
     clock = Clock(device)
     loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
     per_batch: list[dict] = []
-    read_nfe(model, reset=True)
+    reset_nfe(model)
     for index, (images, labels) in enumerate(loader):
         if limit is not None and index >= limit:
             break
@@ -126,7 +147,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit:
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
-        batch = {"time_ms": elapsed_batch * 1e3, **flat_nfe(read_nfe(model))}
+        batch = {"time_ms": elapsed_batch * 1e3, **flat_nfe(take_nfe(model))}
         peak = peak_mem_mb(device)
         if peak is not None:
             batch["peak_mem_mb"] = peak

@@ -1,4 +1,4 @@
-"""What a checkpoint must hold for a resumed run to continue bit for bit, and where a run lives.
+"""What a checkpoint must hold for a resumed run to continue bit for bit, and when a resume is refused.
 
 A resumed CPU run with a fixed seed reproduces the uninterrupted one exactly: the checkpoint
 stores the model, optimizer and scheduler, every RNG state, and the data loader's generator
@@ -8,17 +8,17 @@ from it, so a mid-epoch resume replays the epoch's draws and skips those batches
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from odenet.config import ConfigError, TrainConfig, flag
+from odenet.config import ConfigError, flag
+from odenet.run.checkpoint import CheckpointError
+from odenet.train.config import TrainConfig
 
 # Options that may change between a run and its resumption; any other difference is refused
 # unless --force: it would silently make the resumed half a different experiment.
@@ -39,58 +39,10 @@ class Progress:
     skipped: int = 0  # batches skipped after a solver failure (--on-solver-failure skip-batch)
 
 
-def solver_name_parts(cfg: TrainConfig) -> list[str]:
-    """The solver's part of a run name: ["dopri5-tol0.001", "adjoint"], or [] without an ODE block."""
-    if cfg.solver is None:
-        return []
-    setting = f"-tol{cfg.rtol:g}" if cfg.rtol is not None else f"-steps{cfg.steps}"
-    return [cfg.solver + setting, "adjoint" if cfg.adjoint else "direct"]
-
-
-def default_run_name(cfg: TrainConfig) -> str:
-    parts = [cfg.backbone, cfg.dataset, *solver_name_parts(cfg)]
-    parts += [f"s{cfg.seed}", datetime.now().strftime("%Y%m%d-%H%M%S")]
-    return "-".join(parts)
-
-
-def resolve_run_dir(cfg: TrainConfig) -> tuple[Path, str | None]:
-    """(run directory, checkpoint to resume from or None). Refuses to overwrite a run."""
-    if cfg.resume == "auto":
-        if not cfg.run_name:
-            raise ConfigError("--resume auto needs --run-name to know which run to continue")
-        run_dir = Path(cfg.out_dir) / cfg.run_name
-        last = run_dir / "last.pt"
-        if last.is_file():
-            return run_dir, str(last)
-        if (run_dir / "metrics.jsonl").exists():
-            raise ConfigError(f"{run_dir} holds a run without a checkpoint to resume (it stopped before its first "
-                              f"one); choose another --run-name, or delete {run_dir}")
-        check_writable(run_dir)
-        return run_dir, None
-    if cfg.resume:
-        return Path(cfg.resume).resolve().parent, cfg.resume
-    run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run; choose another --run-name, or continue it "
-                          f"with --resume {run_dir / 'last.pt'}")
-    check_writable(run_dir)
-    return run_dir, None
-
-
-def check_writable(run_dir: Path) -> None:
-    """Fail before training if the run directory could not be written (nothing is created here)."""
-    existing = run_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"output directory {existing} is not writable; choose another --out-dir")
-
-
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: str) -> None:
     """Refuse to resume into a run whose settings differ (unless --force)."""
     for key in ("backbone", "dataset"):  # a different model or data cannot even load
         if saved.get(key) != getattr(cfg, key):
-            from odenet.checkpoint import CheckpointError
             raise CheckpointError(f"checkpoint {path} is from a {saved.get(key)} run, not {getattr(cfg, key)}; "
                                   f"resume with --{key} {saved.get(key)}")
     current = cfg.to_dict()
@@ -127,3 +79,28 @@ def restore_rng(state: dict[str, Any], loader_gen: torch.Generator) -> None:
 
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def checkpoint_state(progress: Progress, model: nn.Module, optimizer, scheduler, loader_state: torch.Tensor,
+                     config: dict[str, Any]) -> dict[str, Any]:
+    """What ``last.pt`` and ``best.pt`` hold (torchvision's layout plus RNG states and progress)."""
+    p = progress
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": p.epoch, "step": p.step, "batches_done": p.batches_done, "rng": rng_state(loader_state),
+            "config": config, "metrics": {"best_acc": p.best_acc, "best_epoch": p.best_epoch, "skipped": p.skipped}}
+
+
+def restore_state(state: dict[str, Any], path: str, model: nn.Module, optimizer, scheduler,
+                  loader_gen: torch.Generator) -> Progress:
+    """Load a checkpoint's weights, optimizer, schedule and RNG states; returns where training stood."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ConfigError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]}); resume with "
+                          f"the run's settings") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"], loader_gen)
+    m = state["metrics"]
+    return Progress(state["epoch"], state["step"], m["best_acc"], m["best_epoch"], state.get("batches_done", 0),
+                    m.get("skipped", 0))

@@ -9,49 +9,22 @@ malicious pickles instead of executing them.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from odenet.errors import UserError
+from odenet.run.files import atomic_write_bytes
+
 FORMAT = "odenet-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through ``write(file)`` to a temporary file, fsync it, then rename it over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
-"""Train-time sweeps: a grid of training runs, one directory each, then one combined report.
+"""The train-time grid (``odenet-sweep``): a grid of training runs, one directory each, then one combined report.
 
-A sweep YAML (``configs/sweep-*.yaml``) has up to four keys::
+"Grid" here; "sweep" is the test-time tolerance sweep of one checkpoint (``eval.py``, ``sweep.json``)
+that the grid runs for each ODE run when asked. A grid YAML (``configs/sweep-*.yaml``) has up to
+four keys::
 
     base:  {dataset: mnist-5k, epochs: 2, ...}       # TrainConfig options shared by every run
     grid:                                           # one mapping, or a list of them (a union)
@@ -28,10 +30,16 @@ from typing import Any
 
 import yaml
 
-from odenet.config import (ConfigError, TrainConfig, build_parser, coerce, flag, inapplicable_fields, opt,
-                           read_yaml, resolve_train_config)
+from odenet.config import ConfigError, build_parser, coerce, flag, opt, read_yaml
+from odenet.evaluate.sweep import EvalConfig, run_eval
+from odenet.models import backbone_entry
+from odenet.models.solvers import inapplicable_fields
+from odenet.naming import solver_name_parts
 from odenet.registry import closest
-from odenet.runstate import solver_name_parts
+from odenet.reports import combined_report, find_runs, write_report
+from odenet.run.tensorboard import write_report as write_tensorboard_report
+from odenet.train.config import TrainConfig, resolve_train_config
+from odenet.train.trainer import train
 
 RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config")
 
@@ -147,21 +155,18 @@ NAMED_KEYS = ("backbone", "solver", "tol", "rtol", "atol", "adjoint", "steps", "
 
 
 def _resolve_point(values: dict[str, Any]) -> TrainConfig:
-    from odenet.models import backbone_entry
-
-    backbone = values.get("backbone", TrainConfig.backbone)
     try:
-        ode = backbone_entry(backbone).ode
+        entry = backbone_entry(values.get("backbone", TrainConfig.backbone))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    drop = inapplicable_fields(backbone, ode, values.get("solver", TrainConfig.solver),
-                               bool(values.get("adjoint", TrainConfig.adjoint)))
+    drop = inapplicable_fields(entry.ode, values.get("solver", TrainConfig.solver),
+                               bool(values.get("adjoint", TrainConfig.adjoint)), entry.solver)
     values = {k: v for k, v in values.items() if k not in drop}
     return resolve_train_config(TrainConfig(**values), set(values))
 
 
 def run_name(cfg: TrainConfig, extra_keys: list[str]) -> str:
-    parts = [cfg.backbone, *solver_name_parts(cfg)]
+    parts = [cfg.backbone, *solver_name_parts(cfg.to_dict())]
     parts += [f"{k.replace('_', '')}{getattr(cfg, k)}" for k in extra_keys]
     parts.append(f"s{cfg.seed}")
     return "-".join(str(p) for p in parts).replace(" ", "")
@@ -199,8 +204,6 @@ def prepare(cfg: TrainConfig) -> TrainConfig | None:
 
 def evaluate_run(run_dir: Path, plan: SweepPlan) -> None:
     """Test-time sweep of an ODE run's final checkpoint (skipped when sweep.json is newer)."""
-    from odenet.evaluation import EvalConfig, run_eval
-
     last = run_dir / "last.pt"
     done = run_dir / "sweep.json"
     if done.is_file() and done.stat().st_mtime >= last.stat().st_mtime:
@@ -215,10 +218,6 @@ def evaluate_run(run_dir: Path, plan: SweepPlan) -> None:
 
 def run_sweep(plan: SweepPlan) -> tuple[list[dict], Path]:
     """Train every run of the plan (skipping finished ones), sweep ODE runs, write the combined report."""
-    from odenet.reports import combined_report, find_runs, write_report
-    from odenet.tb import write_report as write_tb
-    from odenet.trainer import train
-
     configs = expand(plan)
     todo = [(cfg, prepare(cfg)) for cfg in configs]
     print(f"sweep: {len(configs)} runs in {plan.out_dir} ({sum(t is None for _, t in todo)} already complete)",
@@ -235,7 +234,7 @@ def run_sweep(plan: SweepPlan) -> tuple[list[dict], Path]:
     report = combined_report(runs, plan.title)
     out = Path(plan.out_dir)
     write_report(report, out)
-    write_tb(report, str(out / "_report"), "report")
+    write_tensorboard_report(report, str(out / "_report"), "report")
     return [r.summary for r in runs], out
 
 
@@ -245,19 +244,3 @@ def parse_sweep_args(argv: list[str] | None = None) -> SweepPlan:
                                       "one combined report; re-running skips finished runs.")
     args = SweepArgs(**vars(parser.parse_args(sys.argv[1:] if argv is None else argv)))
     return load_plan(args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from odenet.cli import USER_ERRORS, fail
-
-    try:
-        plan = parse_sweep_args(argv)
-        _, out = run_sweep(plan)
-    except USER_ERRORS as exc:
-        return fail(str(exc))
-    print(f"combined report: {out / 'report.md'} and {out / 'report.html'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Test-time sweeps of one checkpoint over solvers and tolerances (``eval.py``).
+"""The test-time sweep of one checkpoint over solvers and tolerances (``eval.py``), written as sweep.json.
 
 For every setting: accuracy, loss, NFE per batch (mean, min, max), accepted/rejected steps,
 time per batch and images/s, activation and CUDA memory, fvcore FLOPs per image, and the
@@ -8,24 +8,27 @@ same input (Chen et al. 2018, Fig. 3a).
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from odenet.checkpoint import load_checkpoint
-from odenet.config import ConfigError, TrainConfig, flag, opt, parse
+from odenet.config import ConfigError, flag, opt, parse
 from odenet.data import build_loaders
-from odenet.engine import evaluate, to_device
-from odenet.measure import SavedTensorMeter
-from odenet.models.ode import ODEBlock, SOLVERS, SolverSettings, is_adaptive, ode_blocks, read_nfe, set_solver
-from odenet.reports import tighter
+from odenet.evaluate.probes import BlockRecorder, FlopCounter, Reference, act_mem_mb
+from odenet.models.ode import ode_blocks, reset_nfe, set_solver
+from odenet.models.solvers import SOLVERS, is_adaptive
+from odenet.naming import solver_label
+from odenet.registry import closest
+from odenet.reports import still_an_ode, sweep_report, tighter, write_report, write_sweep_files
+from odenet.run.checkpoint import load_checkpoint
+from odenet.run.tensorboard import write_report as write_tensorboard_report
+from odenet.train.build import build_model, pick_device, speed_up
+from odenet.train.config import TrainConfig
+from odenet.train.step import evaluate, to_device
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Setting:
 
 
 def parse_eval_args(argv: list[str] | None = None) -> EvalConfig:
-    cfg, explicit = parse(EvalConfig, argv, prog="eval.py",
+    cfg, _ = parse(EvalConfig, argv, prog="eval.py",
                           description="Test-time tolerance sweep of one checkpoint: accuracy, NFE, time, memory, "
                                       "FLOPs and numerical error per solver and tolerance.")
     if not cfg.checkpoint:
@@ -71,10 +74,8 @@ def parse_eval_args(argv: list[str] | None = None) -> EvalConfig:
             raise ConfigError(f"--steps must be at least 1, got {n}")
     for solver in cfg.solvers or []:
         if solver not in SOLVERS:
-            from odenet.registry import closest
             raise ConfigError(f"unknown solver {solver!r} in --solvers{closest(solver, list(SOLVERS))}; valid: "
                               f"{', '.join(SOLVERS)}")
-    cfg.explicit = explicit  # type: ignore[attr-defined]
     return cfg
 
 
@@ -115,112 +116,8 @@ def apply_setting(model: nn.Module, s: Setting) -> None:
         set_solver(model, method=s.solver, steps=s.steps, seminorm=False)
 
 
-class BlockRecorder:
-    """Forward hooks that keep each ODE block's last input and output (for the error measurement)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.io: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles = [block.register_forward_hook(self._hook(name)) for name, block in ode_blocks(model).items()]
-
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            self.io[name] = (inputs[0].detach(), output.detach())
-        return hook
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-
-
-class Reference:
-    """Float64 dopri5 solves at ``tol`` of each block's input, cached per (block, batch) while
-    the input is unchanged — so a sweep solves each test batch once, not once per setting.
-    The cache lives on the CPU, out of the device's peak memory.
-
-    Only the first ``images`` images of a batch are compared: float64 convolutions are slow on
-    CPUs, and the error is a statistic of the solver, not of every image. dopri5 rather than
-    dopri8: on the ReLU/GroupNorm field (only piecewise smooth) dopri8 needed 9× the
-    evaluations of dopri5 for the same tolerance (1198 vs 134 at 1e-7, measured).
-    """
-
-    def __init__(self, model: nn.Module, tol: float, images: int = 64) -> None:
-        self.tol = tol
-        self.images = images
-        self.blocks: dict[str, ODEBlock] = {}
-        for name, block in ode_blocks(model).items():
-            ref = copy.deepcopy(block).double()
-            ref.configure(SolverSettings(method="dopri5", rtol=tol, atol=tol, t1=block.solver.t1,
-                                         max_num_steps=1_000_000))
-            self.blocks[name] = ref
-        self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @torch.no_grad()
-    def error(self, name: str, batch: int, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Relative L2 error of block ``name``'s output ``y`` for input ``x``, the ``batch``-th test batch."""
-        x, y = x[: self.images], y[: self.images]
-        x_cpu = x.cpu()
-        cached = self._cache.get((name, batch))
-        if cached is None or cached[0].shape != x_cpu.shape or not torch.equal(cached[0], x_cpu):
-            cached = self._cache[(name, batch)] = (x_cpu.clone(), self.blocks[name](x.double()).cpu())
-        y_ref = cached[1].to(y.device)
-        return ((y.double() - y_ref).norm() / y_ref.norm()).item()
-
-
-class FlopCounter:
-    """fvcore FLOPs (one multiply-add = one flop) of one image, traced once per model.
-
-    Stem, head and residual blocks are traced once; each ODE block contributes its NFE times
-    the FLOPs of one field evaluation — tracing through the adaptive solver would freeze one
-    step count into the graph.
-    """
-
-    def __init__(self, model: nn.Module, image_shape: tuple[int, ...]) -> None:
-        with warnings.catch_warnings():  # fvcore traces with torch.jit, which now warns that it is deprecated
-            warnings.simplefilter("ignore", FutureWarning)
-            from fvcore.nn import FlopCountAnalysis
-
-            model = copy.deepcopy(model).cpu().float().eval()
-            blocks = ode_blocks(model)
-            inputs: dict[str, torch.Size] = {}
-            for name in blocks:
-                parent_name, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent_name), child, _ShapeProbe(name, inputs))
-            self.base = _count(FlopCountAnalysis(model, torch.zeros(1, *image_shape)))
-            self.field = {name: _count(FlopCountAnalysis(block.func, (torch.zeros(()), torch.zeros(inputs[name]))))
-                          for name, block in blocks.items()}
-
-    def per_image(self, nfe_per_block: dict[str, float]) -> float:
-        return float(self.base + sum(nfe_per_block[name] * flops for name, flops in self.field.items()))
-
-
-class _ShapeProbe(nn.Module):
-    """Stands in for an ODE block while tracing: identity, recording its input's shape."""
-
-    def __init__(self, name: str, store: dict) -> None:
-        super().__init__()
-        self.name, self.store = name, store
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.store[self.name] = x.shape
-        return x
-
-
-def _count(analysis) -> int:
-    return analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
-
-
-def act_mem_mb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """MiB a training step at the current setting would save for backward (eval-mode norms)."""
-    with torch.enable_grad(), SavedTensorMeter(exclude=model.parameters()) as meter:
-        loss = F.cross_entropy(model(images), labels)  # held: the meter counts what the graph keeps at exit
-    del loss
-    return meter.mb
-
-
 def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the sweep → (meta, rows). Raises ConfigError / CheckpointError / data errors on bad input."""
-    from odenet.trainer import build_model, pick_device, speed_up
-
     device = pick_device(cfg.device)
     state = load_checkpoint(cfg.checkpoint, map_location="cpu", required=("model", "config", "epoch"))
     train = _train_config(state, cfg.checkpoint)
@@ -242,12 +139,12 @@ def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, An
     rows = [_evaluate_setting(model, s, data.test, device, cfg.limit_test_batches, reference, flops,
                               train.channels_last) for s in settings]
     meta = {"checkpoint": str(cfg.checkpoint), "backbone": train.backbone, "dataset": train.dataset,
-            "train_setting": _train_setting(train), "train_tol": train.rtol, "train_solver": train.solver,
+            "train_setting": solver_label(train.to_dict()) or None, "train_tol": train.rtol,
+            "train_solver": train.solver,
             "reference": (f"float64 dopri5 at rtol = atol = {ref_tol:g}, first {cfg.reference_images} images of each "
                           f"batch") if reference else None,
             "images": rows[0]["images"], "limited": cfg.limit_test_batches is not None, "device": str(device),
             "epoch": state["epoch"], "config": train.to_dict()}
-    from odenet.reports import still_an_ode
     meta["still_an_ode"] = still_an_ode(rows, train.rtol, train.solver)
     return meta, rows
 
@@ -257,7 +154,7 @@ def _warm_up(model: nn.Module, loader, device: torch.device, channels_last: bool
     """One untimed forward pass, so that the first setting's time_ms holds no one-off start-up cost."""
     images, _ = to_device(next(iter(loader)), device, channels_last)
     model(images)
-    read_nfe(model)
+    reset_nfe(model)
 
 
 def _train_config(state: dict, path: str) -> TrainConfig:
@@ -266,13 +163,6 @@ def _train_config(state: dict, path: str) -> TrainConfig:
     except TypeError as exc:
         raise ConfigError(f"checkpoint {path} holds a config this version cannot read ({exc}); evaluate it with "
                           f"the odenet version that wrote it") from None
-
-
-def _train_setting(train: TrainConfig) -> str | None:
-    if train.solver is None:
-        return None
-    setting = f"tol {train.rtol:g}" if train.rtol is not None else f"{train.steps} steps"
-    return f"{train.solver} {setting} ({'adjoint' if train.adjoint else 'direct'})"
 
 
 def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device, limit: int | None,
@@ -295,7 +185,7 @@ def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device
     images, labels = to_device(next(iter(loader)), device, channels_last)
     # peak_mem_mb stays evaluate's (the inference batches'); this probe keeps a training graph
     row["act_mem_mb"] = act_mem_mb(model, images, labels)
-    read_nfe(model)  # the memory probe's evaluations are not part of the sweep
+    reset_nfe(model)  # the memory probe's evaluations are not part of the sweep
     blocks = ode_blocks(model)
     nfe = {name: row.get(f"nfe_forward/{name}", row.get("nfe_forward", 0.0)) for name in blocks}
     row["flops"] = flops.per_image(nfe)
@@ -306,15 +196,11 @@ def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device
 
 def run_eval(cfg: EvalConfig) -> Path:
     """Sweep, then write sweep.csv/json, report.md/html, PNGs and TensorBoard entries; returns the folder."""
-    from odenet.reports import sweep_report, write_report, write_sweep_files
-
     meta, rows = sweep_checkpoint(cfg)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent
     write_sweep_files(meta, rows, out)
     report = sweep_report(meta, rows)
     write_report(report, out)
     if cfg.tensorboard:
-        from odenet.tb import write_report as write_tb
-
-        write_tb(report, str(out), "sweep")
+        write_tensorboard_report(report, str(out), "sweep")
     return out

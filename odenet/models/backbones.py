@@ -8,22 +8,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from odenet.models.solvers import SolverConstraint
 from odenet.registry import Registry
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
     factory: Callable[..., nn.Module]
-    ode: bool  # has ODE blocks, so takes ``solver`` (or ``steps`` for rknet) and reports NFE
+    ode: bool  # has ODE blocks, so takes ``solver`` and reports NFE
     family: str  # "mnist": the paper's 28×28 design; "cifar": the 32×32 ResNet-18 design
+    solver: SolverConstraint | None = None  # what the backbone fixes of its solver (rknet: direct RK4)
 
 
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
 
-def register_backbone(name: str, *, ode: bool = False, family: str = "mnist"):
+def register_backbone(name: str, *, ode: bool = False, family: str = "mnist",
+                      solver: SolverConstraint | None = None):
     def add(factory):
-        BACKBONES.register(name)(BackboneEntry(factory, ode, family))
+        BACKBONES.register(name)(BackboneEntry(factory, ode or solver is not None, family, solver))
         return factory
 
     return add

@@ -1,12 +1,18 @@
 """TensorBoard extras: the HParams record of a run, the custom-scalars layout, reports as figures and text.
 
-Scalars themselves are written by :class:`odenet.runlog.RunLogger`; everything here uses the
+Scalars themselves are written by :class:`odenet.run.log.RunLogger`; everything here uses the
 same tag names, so the HParams table and the multi-line charts read those scalars directly.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 # Each hyperparameter with a value of its type (HParams declares the experiment's domains from these).
 HPARAM_TYPES: dict[str, Any] = {"backbone": "", "dataset": "", "solver": "", "tol": 0.0, "adjoint": "", "seed": 0,
@@ -43,8 +49,6 @@ def write_run_header(writer, config: dict[str, Any]) -> None:
     Every run writes the same experiment (all keys, all metrics), so whichever one
     TensorBoard picks describes the whole sweep.
     """
-    from torch.utils.tensorboard.summary import hparams
-
     metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
     experiment, _, _ = hparams(HPARAM_TYPES, metrics)
     _, start, _ = hparams(hparam_values(config), metrics)
@@ -55,25 +59,17 @@ def write_run_header(writer, config: dict[str, Any]) -> None:
 
 def write_run_footer(writer, config: dict[str, Any]) -> None:
     """At the end of a run: HParams session end (status success)."""
-    from torch.utils.tensorboard.summary import hparams
-
     _, _, end = hparams(hparam_values(config), dict.fromkeys(HPARAM_METRICS, 0.0))
     writer.file_writer.add_summary(end)
 
 
 def write_report(report, logdir: str, prefix: str) -> None:
-    """A report's figures (as images) and Markdown (``add_text``) under ``prefix/``."""
-    import io
+    """A report's figures (the PNGs it rendered for its files) and Markdown under ``prefix/``.
 
-    import numpy as np
-    from PIL import Image
-    from torch.utils.tensorboard import SummaryWriter
-
-    from odenet.reports import _png_bytes
-
+    ``report`` is an :class:`odenet.reports.Report` (taken as it is, not imported: reports sit above run files).
+    """
     with SummaryWriter(logdir) as writer:
-        for name, figure in report.figures.items():
-            # The PNG the report already rendered (add_figure would render it again).
-            image = np.asarray(Image.open(io.BytesIO(_png_bytes(figure))).convert("RGB"))
+        for name in report.figures:
+            image = np.asarray(Image.open(io.BytesIO(report.png(name))).convert("RGB"))
             writer.add_image(f"{prefix}/{name}", image, global_step=0, dataformats="HWC")
         writer.add_text(f"{prefix}/report", report.markdown(), global_step=0)

@@ -1,0 +1,34 @@
+"""The project's error families and the exit code of each; torch-free, imported by every layer.
+
+* :class:`UserError` — bad input (a flag, a YAML key, a missing or damaged file). The message is
+  one sentence naming the input and the fix; entry points exit with status 2 before writing.
+* :class:`RunFailure` — a run that started and could not go on (a solver blow-up, a non-finite
+  loss); exit status 3, with everything saved so far left intact.
+* :class:`Interrupted` — SIGINT/SIGTERM after a checkpoint was written; exit 128 + signal.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 3
+
+
+class UserError(ValueError):
+    """Input that cannot be used; the message is the whole story."""
+
+
+class ConfigError(UserError):
+    """A bad flag, YAML key or option value."""
+
+
+class RunFailure(RuntimeError):
+    """A run that started stopped on a failure it cannot get past; the message says what to change."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM: a checkpoint was written; exit with 128 + signal number."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -1,0 +1,44 @@
+"""How a run is named: its label in tables and legends, and its part of run-directory names.
+
+One place for the solver's part of both, from a resolved config as a plain dict (torch-free,
+so reports, training and the dynamics experiments all use it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def solver_setting(config: Mapping[str, Any], sep: str = " ") -> str:
+    """"tol 0.001" / "6 steps" (``sep=""``: "tol0.001" / "steps6"), or "" without a solver."""
+    if config.get("solver") is None:
+        return ""
+    if config.get("rtol") is not None:
+        return f"tol{sep}{config['rtol']:g}"
+    return f"{config['steps']}{sep}steps" if sep else f"steps{config['steps']}"
+
+
+def backprop(config: Mapping[str, Any]) -> str:
+    return "adjoint" if config.get("adjoint") else "direct"
+
+
+def solver_label(config: Mapping[str, Any]) -> str:
+    """"dopri5 tol 0.001 (adjoint)", or "" without a solver."""
+    if config.get("solver") is None:
+        return ""
+    return f"{config['solver']} {solver_setting(config)} ({backprop(config)})"
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """A run as a reader names it: "resnet", "odenet dopri5 tol 0.001 adjoint", "rknet rk4 6 steps direct"."""
+    if config.get("solver") is None:
+        return config["backbone"]
+    return f"{config['backbone']} {config['solver']} {solver_setting(config)} {backprop(config)}"
+
+
+def solver_name_parts(config: Mapping[str, Any]) -> list[str]:
+    """The solver's part of a run-directory name: ["dopri5-tol0.001", "adjoint"], or [] without a solver."""
+    if config.get("solver") is None:
+        return []
+    return [f"{config['solver']}-{solver_setting(config, sep='')}", backprop(config)]

@@ -1,0 +1,22 @@
+"""Reports from saved run directories alone: config.yaml, metrics.jsonl, summary.json, sweep.json.
+
+Nothing here imports torch, so a report can be rebuilt anywhere from copied run directories.
+Two reports exist, each a :class:`Report` of Markdown sections and matplotlib figures:
+
+* :func:`combined_report` over many training runs (:mod:`.combined`, read by :mod:`.runs`):
+  Table 1 of Chen et al. 2018 with the paper's numbers beside ours, the four panels of its
+  Figure 3, and accuracy / memory against NFE and tolerance;
+* :func:`sweep_report` for one checkpoint's test-time tolerance sweep (:mod:`.sweep`, eval.py).
+
+:func:`write_report` (:mod:`.render`) writes either as ``report.md``, a self-contained
+``report.html`` (figures embedded as base64 PNG) and the PNG files.
+"""
+
+from odenet.reports.combined import combined_report, linear_fit
+from odenet.reports.render import Report, Section, fmt, md_table, png_bytes, write_report
+from odenet.reports.runs import ReportError, Run, common_parent, find_runs, load_run
+from odenet.reports.sweep import SWEEP_COLUMNS, still_an_ode, sweep_report, tighter, write_sweep_files
+
+__all__ = ["SWEEP_COLUMNS", "Report", "ReportError", "Run", "Section", "combined_report", "common_parent",
+           "find_runs", "fmt", "linear_fit", "load_run", "md_table", "png_bytes", "still_an_ode", "sweep_report",
+           "tighter", "write_report", "write_sweep_files"]

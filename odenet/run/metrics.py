@@ -1,0 +1,50 @@
+"""metrics.jsonl: one JSON row per training step, evaluation or skipped batch (torch-free).
+
+Every row has ``split`` ("train", "test" or "skipped"), ``epoch``, ``step`` and measurement
+keys; the same key is the TensorBoard tag under the split (``train/nfe_forward``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from odenet.errors import UserError
+from odenet.run.files import atomic_write_text
+
+
+class MetricsError(UserError):
+    """A metrics.jsonl that cannot be read; the message names the file and the damage."""
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped, other damage refused."""
+    path = Path(path)
+    rows = []
+    lines = path.read_text().splitlines() if path.exists() else []
+    for number, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines) - 1:  # a torn last line is a crash mid-write; anything else is damage
+                raise MetricsError(f"{path} line {number + 1} is not JSON; the file is damaged") from None
+    return rows
+
+
+def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -> None:
+    """Keep only rows logged up to a checkpoint: training steps ≤ ``step``, evaluations of epochs
+    ≤ ``epoch``, and skipped batches up to the checkpoint (of completed epochs, or among the
+    first ``batches_done`` batches of the epoch under way).
+
+    Resuming from that checkpoint then appends the rest without duplicated, lost or torn rows.
+    """
+    def kept(r: dict) -> bool:
+        if r["split"] == "train":
+            return r["step"] <= step
+        if r["split"] == "skipped":
+            return r["epoch"] <= epoch or (r["epoch"] == epoch + 1 and r["batch"] < batches_done)
+        return r["epoch"] <= epoch
+
+    keep = [r for r in read_metrics(path) if kept(r)]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -1,0 +1,148 @@
+"""What a training run depends on: :class:`TrainConfig`, and its resolution into what will run.
+
+One flat namespace (as in nanoGPT) described once, as dataclass fields; :mod:`odenet.config`
+generates the argparse parser and the YAML reader from it, so a flag and a YAML key can never
+disagree. Solver options are resolved by the project's one applicability rule
+(:func:`odenet.models.solvers.resolve_solver_options`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from odenet.config import ConfigError, flag, opt, parse
+from odenet.data import list_datasets
+from odenet.models import backbone_entry, list_backbones
+from odenet.models.solvers import SOLVERS, SolverSettings, resolve_solver_options
+from odenet.registry import closest
+
+
+def _backbone_names() -> str:
+    return ", ".join(list_backbones())
+
+
+def _dataset_names() -> str:
+    return ", ".join(list_datasets())
+
+
+def _solver_names() -> str:
+    return ", ".join(SOLVERS)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Saved resolved as ``config.yaml`` and in every checkpoint."""
+
+    config: str | None = opt(None, "YAML file of options (keys = long flags without --); flags override it",
+                             cli_only=True, metavar="FILE")
+    backbone: str = opt("odenet", "model", choices_help=_backbone_names)
+    dataset: str = opt("mnist", "dataset", choices_help=_dataset_names)
+    data_dir: str | None = opt(None, "folder holding datasets (searched first, then $ODENET_DATA, then ./data)",
+                               metavar="DIR")
+    download: bool = opt(False, "fetch the dataset with torchvision if it is not found (needs a network)")
+    epochs: int = opt(160, "training epochs")
+    batch_size: int = opt(128, "training batch size")
+    test_batch_size: int = opt(1000, "evaluation batch size")
+    workers: int = opt(0, "DataLoader worker processes (data are in memory; 0 is usually fastest on CPU)")
+    lr: float = opt(0.1, "SGD learning rate")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(0.0, "SGD weight decay")
+    milestones: list[int] = opt([60, 100, 140], "epochs after which the learning rate is multiplied by --lr-gamma",
+                                metavar="E1,E2")
+    lr_gamma: float = opt(0.1, "learning-rate decay factor at each milestone")
+    solver: str | None = opt("dopri5", "torchdiffeq method of the ODE blocks", choices_help=_solver_names)
+    tol: float | None = opt(1e-3, "adaptive solvers: rtol = atol = TOL")
+    rtol: float | None = opt(None, "relative tolerance (overrides --tol)")
+    atol: float | None = opt(None, "absolute tolerance (overrides --tol)")
+    adjoint: bool | None = opt(False, "backpropagate with the adjoint ODE (O(1) memory) instead of directly")
+    adjoint_tol: float | None = opt(None, "tolerance of the adjoint solve (default: the forward one)")
+    seminorm: bool | None = opt(False, "seminorm error control in the adjoint solve (fewer backward NFE)")
+    max_num_steps: int | None = opt(1000, "adaptive solvers fail after this many steps per solve (runaway guard)")
+    steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...) and rknet: number of steps (default 6)")
+    t1: float | None = opt(1.0, "integrate the ODE blocks over t in [0, T1]")
+    fast_rk: bool | None = opt(True, "adaptive Runge-Kutta solvers with odenet's cheaper stage arithmetic (same "
+                                     "method and step control as torchdiffeq); --no-fast-rk runs torchdiffeq's own")
+    seed: int = opt(0, "seed of weights, batch order and augmentation")
+    device: str = opt("auto", "auto, cpu or cuda")
+    out_dir: str = opt("runs", "parent folder of run directories", metavar="DIR")
+    run_name: str | None = opt(None, "run directory name (default: backbone-dataset-solver-tol-seed-time)",
+                               metavar="NAME")
+    resume: str | None = opt(None, "continue from this checkpoint, or 'auto': the last checkpoint of --run-name "
+                                   "if there is one", metavar="PATH|auto")
+    force: bool = opt(False, "resume even if the settings differ from the run's")
+    checkpoint_every: int | None = opt(None, "also write last.pt every N training steps (default: each epoch)",
+                                       metavar="N")
+    on_solver_failure: str = opt("stop", "stop, or skip-batch: skip a batch whose ODE solve fails or whose loss is "
+                                         "not finite (counted and logged)")
+    limit_train_batches: int | None = opt(None, "stop each epoch after N training batches (smoke runs)",
+                                          metavar="N")
+    limit_test_batches: int | None = opt(None, "evaluate on the first N test batches only", metavar="N")
+    progress: bool = opt(True, "show a tqdm progress bar")
+    data_on_device: bool = opt(False, "hold the whole dataset on the device and augment there (MNIST-size data on "
+                                      "a GPU: no loader workers, no per-batch copies)")
+    compile: bool = opt(False, "torch.compile the ODE fields (or the residual blocks of non-ODE backbones)")
+    channels_last: bool = opt(False, "channels-last memory format for model and inputs")
+    amp: str = opt("none", "none, or bf16: evaluate the ODE field under bf16 autocast; solver state and error "
+                           "estimates stay float32")
+    tf32: bool | None = opt(None, "allow TF32 in CUDA matmuls and convolutions (default: PyTorch's own defaults)")
+
+    def solver_settings(self) -> SolverSettings | None:
+        """SolverSettings of the ODE blocks, or None for a backbone without any."""
+        if self.solver is None:
+            return None
+        return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
+                              adjoint_rtol=self.adjoint_tol, adjoint_atol=self.adjoint_tol,
+                              seminorm=bool(self.seminorm), max_num_steps=self.max_num_steps, steps=self.steps,
+                              t1=self.t1, fast_rk=self.fast_rk is not False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "config"}
+
+
+def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """Validate ``cfg`` and blank out settings that do not apply, so the saved config says what ran.
+
+    Raises:
+        ConfigError: a bad value, or an explicitly given option that does not apply
+            (e.g. ``--tol`` for a ResNet, ``--steps`` for dopri5).
+    """
+    _check_choice("--backbone", cfg.backbone, list_backbones())
+    _check_choice("--dataset", cfg.dataset, list_datasets())
+    _check_choice("--device", cfg.device, ["auto", "cpu", "cuda"])
+    _check_choice("--amp", cfg.amp, ["none", "bf16"])
+    _check_choice("--on-solver-failure", cfg.on_solver_failure, ["stop", "skip-batch"])
+    for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
+                 "max_num_steps", "steps", "checkpoint_every"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
+    if cfg.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {cfg.workers}")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1 (numpy's range), got {cfg.seed}")
+    for name in ("lr", "tol", "rtol", "atol", "adjoint_tol", "t1", "lr_gamma"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{flag(name)} must be a positive number, got {value}")
+    for name in ("momentum", "weight_decay"):
+        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+            raise ConfigError(f"{flag(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
+    entry = backbone_entry(cfg.backbone)
+    changes = resolve_solver_options(dataclasses.asdict(cfg), explicit, ode=entry.ode, constraint=entry.solver)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _check_choice(name: str, value: str, valid: list[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {name} {value!r}{closest(str(value), valid)}; valid: {', '.join(valid)}")
+
+
+def parse_train_args(argv: list[str] | None = None) -> TrainConfig:
+    """Parse and resolve ``train.py`` arguments (defaults < --config YAML < flags)."""
+    cfg, explicit = parse(TrainConfig, argv, prog="train.py",
+                          description="Train an ODE-Net or ResNet image classifier, measuring NFE, memory, time and "
+                                      "accuracy.")
+    return resolve_train_config(cfg, explicit)

@@ -1,0 +1,243 @@
+"""The training job: data, model, optimizer and schedule from a TrainConfig; measurements to the run directory.
+
+Runs alone or as one of several torchrun processes (DistributedDataParallel); survives
+SIGINT/SIGTERM (finishes the step, checkpoints, exits 130/143) and SIGKILL (resume replays
+from the last checkpoint, bit for bit on CPU); turns solver blow-ups into one explained error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from odenet.config import ConfigError
+from odenet.errors import RunFailure
+from odenet.measure import EventClock
+from odenet.models.ode import reset_nfe
+from odenet.models.solvers import SolverError
+from odenet.run.checkpoint import load_checkpoint, save_checkpoint
+from odenet.run.dirs import resolve_run_dir
+from odenet.run.files import write_config, write_json
+from odenet.run.log import RunLogger
+from odenet.run.metrics import read_metrics, truncate_metrics
+from odenet.train import distributed
+from odenet.train.build import (build_data, build_model, compile_settings, configure_backends, seed_everything,
+                                setup_process, speed_up)
+from odenet.train.config import TrainConfig
+from odenet.train.interrupts import FailurePolicy, StopSignals, checkpoint_note
+from odenet.train.optim import apply_optimizer_settings, build_optimizer, build_scheduler
+from odenet.train.resume import Progress, check_resume_config, checkpoint_state, restore_state
+from odenet.train.step import NonFiniteLossError, evaluate, to_device, train_step
+from odenet.train.summary import epoch_line, last_epoch_rows, run_header, run_summary
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "metrics")
+
+
+class Trainer:
+    """Holds one run's objects; :meth:`fit` trains, evaluates every epoch and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.dist, self.device = setup_process(cfg)
+        self.run_dir, resume_from = resolve_run_dir(cfg.to_dict())
+        # Read and check the checkpoint before anything else, so a wrong --resume fails first and fast.
+        saved = load_checkpoint(resume_from, map_location=self.device, required=RESUME_KEYS) if resume_from else None
+        if saved is not None:
+            check_resume_config(saved["config"], cfg, resume_from)
+        seed_everything(cfg.seed)
+        configure_backends(cfg)
+        self.data = build_data(cfg, self.device, self.dist.rank, self.dist.world_size)
+        self.raw_model = build_model(cfg, self.data).to(self.device)
+        speed_up(self.raw_model, channels_last=cfg.channels_last, amp=cfg.amp, compile=cfg.compile)
+        self.model = distributed.wrap(self.dist, self.raw_model, self.device)
+        self.params = list(self.model.parameters())
+        self.optimizer = build_optimizer(self.params, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.progress, self.resumed_from = Progress(), resume_from
+        if saved is not None:
+            self.progress = restore_state(saved, resume_from, self.raw_model, self.optimizer, self.scheduler,
+                                          self.data.train.generator)
+            if cfg.force:
+                apply_optimizer_settings(self.optimizer, self.scheduler, cfg, saved["epoch"])
+        self.epoch_loader_state = self.data.train.generator.get_state()
+        self.n_params = sum(p.numel() for p in self.raw_model.parameters())
+        self.signals = StopSignals()
+        self.failures = FailurePolicy(cfg.on_solver_failure, self.raw_model, self.run_dir / "last.pt")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
+        # Mid-epoch, the loader's state at the epoch's start (a resume replays the epoch's draws).
+        loader = self.epoch_loader_state if self.progress.batches_done else self.data.train.generator.get_state()
+        save_checkpoint(self.run_dir / name, checkpoint_state(self.progress, self.raw_model, self.optimizer,
+                                                              self.scheduler, loader, self.cfg.to_dict()))
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        cfg, p = self.cfg, self.progress
+        if p.epoch > cfg.epochs:
+            raise ConfigError(f"{self.resumed_from} has already trained {p.epoch} epochs, more than --epochs "
+                              f"{cfg.epochs}; pass --epochs {p.epoch + 1} or more to train on")
+        if self.resumed_from and p.epoch == cfg.epochs:
+            self._say(f"run {self.run_dir} has already trained its {cfg.epochs} epochs; nothing to do (pass a "
+                      f"larger --epochs to train on)")
+            return finished_summary(self)
+        logger = self._open_logger()
+        self._say(run_header(self.run_dir, cfg, self.data, self.n_params, self.device, self.dist.world_size,
+                             f" | resumed from {self.resumed_from} at step {p.step}" if self.resumed_from else ""))
+        started, last_train, test, completed = time.perf_counter(), [], {}, False
+        try:
+            with self.signals, compile_settings(self.raw_model, cfg.compile):
+                for epoch in range(p.epoch + 1, cfg.epochs + 1):
+                    last_train = self._train_epoch(epoch, logger)
+                    test = self._end_epoch(epoch, logger, last_train)
+            completed = True
+        finally:
+            if logger:
+                logger.close(completed)
+        summary = self.summary(last_train, test, time.perf_counter() - started)
+        if self.dist.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def _end_epoch(self, epoch: int, logger: RunLogger | None, last_train: list[dict]) -> dict[str, Any]:
+        """Evaluate, log, checkpoint (best.pt on a new best), and stop here on a pending signal."""
+        p = self.progress
+        test = self._evaluate()
+        if logger:
+            logger.log({"split": "test", "epoch": epoch, "step": p.step, **test})
+        p.epoch, p.batches_done = epoch, 0
+        self.epoch_loader_state = self.data.train.generator.get_state()
+        if test["acc"] > p.best_acc:
+            p.best_acc, p.best_epoch = test["acc"], epoch
+            self._save("best.pt")
+        self._save("last.pt")
+        self._say(epoch_line(epoch, self.cfg.epochs, last_train, test))
+        if epoch < self.cfg.epochs:  # a signal during the last evaluation: the run is complete anyway
+            self._check_signal(epoch)
+        return test
+
+    def _open_logger(self) -> RunLogger | None:
+        if not self.dist.is_main:
+            return None
+        p = self.progress
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(self.run_dir, self.cfg.to_dict())
+        if self.resumed_from:
+            truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch, p.batches_done)
+        return RunLogger(self.run_dir, self.cfg.to_dict(), purge_step=p.step + 1 if self.resumed_from else None)
+
+    def _train_epoch(self, epoch: int, logger: RunLogger | None) -> list[dict]:
+        cfg, p = self.cfg, self.progress
+        loader = self.data.train
+        total = len(loader) if cfg.limit_train_batches is None else min(cfg.limit_train_batches, len(loader))
+        skip, p.batches_done = p.batches_done, 0  # a mid-epoch resume replays the epoch's draws up to here
+        bar = tqdm(total=total, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (cfg.progress and self.dist.is_main) or None, file=sys.stderr)
+        clock, rows, batches = EventClock(self.device), [], iter(loader)
+        try:
+            for index in range(total):
+                data_start = clock.mark()
+                batch = next(batches)
+                if index < skip:
+                    continue
+                row = self._train_batch(epoch, index, batch, data_start, logger)
+                p.batches_done = index + 1
+                if row is None:
+                    continue
+                rows.append(row)
+                bar.update()
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "acc", "nfe_forward", "nfe_backward")
+                                 if k in row})
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0:
+                    self._save("last.pt")
+                self._check_signal(epoch)
+        finally:
+            bar.close()
+        self.scheduler.step()
+        return rows
+
+    def _train_batch(self, epoch: int, index: int, batch, data_start, logger: RunLogger | None) -> dict | None:
+        """One optimizer step, logged; None when the batch failed and was skipped."""
+        p = self.progress
+        images, labels = to_device(batch, self.device, self.cfg.channels_last)
+        self.failures.before_batch()
+        try:
+            row = train_step(self.model, images, labels, self.optimizer, self.params, data_start)
+        except (SolverError, NonFiniteLossError) as exc:
+            self.optimizer.zero_grad(set_to_none=True)
+            reset_nfe(self.model)  # the failed batch's evaluations belong to no step
+
+            def log_skip(reason: str) -> None:
+                p.skipped += 1
+                if logger:
+                    logger.log({"split": "skipped", "epoch": epoch, "step": p.step, "batch": index,
+                                "skipped_batches": p.skipped, "reason": reason})
+                self._say(f"skipped batch {index} of epoch {epoch}: {reason}")
+
+            self.failures.failed(exc, epoch, p.step + 1, log_skip)
+            return None
+        self.failures.succeeded()
+        row = distributed.combine_rows(self.dist, {**row, "lr": self.optimizer.param_groups[0]["lr"]})
+        p.step += 1
+        if logger:
+            logger.log({"split": "train", "epoch": epoch, "step": p.step, **row})
+        return row
+
+    def _evaluate(self) -> dict[str, Any]:
+        try:
+            test = evaluate(self.model, self.data.test, self.device, limit=self.cfg.limit_test_batches,
+                            channels_last=self.cfg.channels_last)
+        except SolverError as exc:
+            raise RunFailure(f"evaluation after epoch {self.progress.epoch + 1} stopped: {exc}; "
+                             f"{checkpoint_note(self.run_dir / 'last.pt')}; try a looser --tol or a larger "
+                             f"--max-num-steps") from None
+        return distributed.combine_evaluation(self.dist, test, self.device)
+
+    def _check_signal(self, epoch: int) -> None:
+        if not distributed.any_rank(self.dist, self.signals.received is not None, self.device):
+            return
+        self._save("last.pt")
+        raise StopSignals.interrupted(self.signals.received, f"epoch {epoch}, step {self.progress.step}",
+                                      self.run_dir / "last.pt")
+
+    # ------------------------------------------------------------------ reporting
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text, flush=True)
+
+    def summary(self, last_train: list[dict], test: dict[str, Any], wall_s: float) -> dict[str, Any]:
+        p = self.progress
+        return run_summary(run_dir=str(self.run_dir), config=self.cfg.to_dict(), params=self.n_params,
+                           data_source=self.data.source, device=str(self.device), world_size=self.dist.world_size,
+                           epochs_completed=p.epoch, steps=p.step, best_acc=p.best_acc, best_epoch=p.best_epoch,
+                           skipped_batches=p.skipped, last_train=last_train, test=test, wall_s=wall_s)
+
+
+def finished_summary(trainer: Trainer) -> dict[str, Any]:
+    """Resuming a run that has trained all its epochs: nothing to train, nothing rewritten.
+
+    Only a summary that the interrupted run did not get to write is made, from its metrics.
+    """
+    path = trainer.run_dir / "summary.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    last_train, test = last_epoch_rows(read_metrics(trainer.run_dir / "metrics.jsonl"), trainer.progress.epoch)
+    summary = trainer.summary(last_train, test, float("nan"))
+    if trainer.dist.is_main:
+        write_json(path, summary)
+    return summary
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training job end to end; returns the summary written to ``summary.json``."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.shutdown(trainer.dist)
