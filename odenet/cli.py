@@ -10,40 +10,40 @@ runs (``odenet-report`` never imports torch).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from odenet.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, Interrupted, RunFailure, UserError
+from odenet.errors import EXIT_OK, EXIT_USER_ERROR, Interrupted, RunFailure, StoppedAtOnce, UserError, exit_code
 from odenet.registry import closest
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> int:
+    """Print ``error: message`` on one line (a newline inside a user's input is shown as \\n) → ``code``."""
+    message = str(message).replace("\r", "\\r").replace("\n", "\\n")
     print(f"error: {message}", file=sys.stderr)
     return code
 
 
 def run_command(command: Callable[[], int | None]) -> int:
-    """Run ``command()`` with the project's exit-code table."""
+    """Run ``command()`` with the project's exit-code table (:func:`odenet.errors.exit_code`)."""
     try:
         return command() or EXIT_OK
-    except UserError as exc:
-        return fail(str(exc))
-    except RunFailure as exc:
-        return fail(str(exc), EXIT_RUN_FAILED)
-    except Interrupted as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
+    except (UserError, RunFailure, Interrupted, StoppedAtOnce) as exc:
+        code = exit_code(exc)
+        print(str(exc) if isinstance(exc, (Interrupted, StoppedAtOnce)) else f"error: {exc}", file=sys.stderr)
+        return code
 
 
 def train_main(argv: list[str] | None = None) -> int:
     """``train.py`` / ``odenet-train``."""
     def command() -> None:
         from odenet.train.config import parse_train_args
+
+        cfg = parse_train_args(argv)  # before the trainer (and torch) is imported: --help answers at once
         from odenet.train.trainer import train
 
-        train(parse_train_args(argv))
+        train(cfg)
 
     return run_command(command)
 
@@ -72,17 +72,21 @@ def grid_main(argv: list[str] | None = None) -> int:
 
 def report_main(argv: list[str] | None = None) -> int:
     """``odenet-report RUN_DIR... [--out DIR]``: the combined report of saved runs (no torch)."""
-    parser = argparse.ArgumentParser(prog="odenet-report", description=report_main.__doc__)
+    from odenet.config import Parser  # torch-free, like everything this command imports
+
+    parser = Parser(prog="odenet-report", description=report_main.__doc__)
     parser.add_argument("runs", nargs="+", help="run directories, or folders holding run directories")
     parser.add_argument("--out", default=None, help="output folder (default: the common parent of the runs)")
-    parser.add_argument("--title", default="odenet: training-run comparison")
-    args = parser.parse_args(argv)
+    parser.add_argument("--title", default="odenet: training-run comparison", help="the report's title")
 
     def command() -> None:
         from odenet.reports import combined_report, common_parent, find_runs, write_report
+        from odenet.run.dirs import check_writable
 
+        args = parser.parse_args(argv)
         runs = find_runs(args.runs)
         out = Path(args.out) if args.out else common_parent([r.path for r in runs])
+        check_writable(out)
         written = write_report(combined_report(runs, args.title), out)
         print(f"report of {len(runs)} runs: {written['report.md']} and {written['report.html']}")
 

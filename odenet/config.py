@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import sys
 import types
 import typing
@@ -24,7 +25,8 @@ import yaml
 from odenet.errors import ConfigError
 from odenet.registry import closest
 
-__all__ = ["ConfigError", "build_parser", "coerce", "flag", "load_yaml", "opt", "parse", "read_yaml"]
+__all__ = ["ConfigError", "Parser", "build_parser", "coerce", "flag", "load_yaml", "opt", "parse", "plain",
+           "read_yaml"]
 
 
 def opt(default: Any, help: str, **extra) -> Any:  # noqa: A002 - mirrors argparse
@@ -83,7 +85,8 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
 
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s (e.g. 60,100,140)"
+        item = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {item.get(typing.get_args(tp)[0], 'values')} (e.g. 60,100,140)"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -93,8 +96,18 @@ def flag(name: str) -> str:
 
 # --------------------------------------------------------------------------- parser
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises ConfigError (one sentence, with a did-you-mean) instead of exiting."""
+def plain(text: str) -> str:
+    """Docstring markup as plain terminal text: ``x`` and :func:`x` become x."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (one sentence, with a did-you-mean) instead of exiting,
+    and whose --help is plain text (descriptions taken from docstrings lose their markup)."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
 
     def error(self, message: str) -> typing.NoReturn:
         if message.startswith("unrecognized arguments:"):
@@ -106,18 +119,24 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("argument ") and ": " in message:  # "argument --tol: expects a number, ..."
             name, rest = message.removeprefix("argument ").split(": ", 1)
             message = f"{name.split('/')[0]} {rest}"
+        elif message.startswith("the following arguments are required"):
+            message += "; run with --help for the usage"
         raise ConfigError(message)
+
+
+_Parser = Parser
 
 
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one flag per dataclass field; absent flags stay absent."""
-    parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp, _ = _base_type(hints[f.name])
         kw: dict[str, Any] = {"help": f.metadata.get("help", "")}
         if "choices_help" in f.metadata:
             kw["help"] += f" ({f.metadata['choices_help']()})"
+        kw["help"] += _default_help(f, kw["help"])
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
@@ -125,6 +144,20 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
             kw["type"] = _cli_converter(f.name, hints[f.name])
         parser.add_argument(flag(f.name), dest=f.name, **kw)
     return parser
+
+
+def _default_help(f: dataclasses.Field, text: str) -> str:
+    """' (default: X)' for --help, unless there is no default or the help already says what it is."""
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if default is None or default is dataclasses.MISSING or re.search(r"\bdefault\b", text):
+        return ""
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif isinstance(default, list):
+        shown = ",".join(map(str, default))
+    else:
+        shown = str(default)
+    return f" (default: {shown})"
 
 
 def _cli_converter(name: str, tp: Any):

@@ -13,20 +13,26 @@ from pathlib import Path
 from odenet.config import ConfigError
 from odenet.grid import SweepArgs, load_plan, run_sweep
 from odenet.naming import run_label
+from odenet.reports import run_status
 
-COLUMNS = (("acc", "test acc", "{:.4f}"), ("nfe_forward", "nfe_forward", "{:.1f}"),
+COLUMNS = (("acc", "test acc", "{:.4f}"), ("images", "test images", "{:,}"), ("nfe_forward", "nfe_forward", "{:.1f}"),
            ("nfe_backward", "nfe_backward", "{:.1f}"), ("act_mem_mb", "act_mem_mb", "{:.1f}"),
-           ("time_step_ms", "time_step_ms", "{:.0f}"), ("params", "params", "{:,}"))
+           ("time_step_ms", "time_step_ms", "{:.0f}"), ("params", "params", "{:,}"),
+           ("batch_size", "batch", "{}"), ("status", "status", "{}"))
 
 
 def summary_table(summaries: list[dict]) -> str:
-    """Side-by-side table: test accuracy of the final model, last-epoch training means."""
+    """Side-by-side table: test accuracy of the final model (and its images), last-epoch training
+    means at the training batch size, and the run's status (smoke runs say so)."""
     header = ["run"] + [title for _, title, _ in COLUMNS]
     lines = []
     for s in summaries:
         name = run_label(s["config"])
-        values = {**s["train_last_epoch"], "acc": s["test"]["acc"], "params": s["params"]}
-        lines.append([name] + [fmt.format(values[key]) if key in values else "—" for key, _, fmt in COLUMNS])
+        values = {**s["train_last_epoch"], "acc": s["test"]["acc"], "images": s["test"].get("images"),
+                  "params": s["params"], "batch_size": s["config"].get("batch_size"),
+                  "status": run_status(s["config"], True)}
+        lines.append([name] + [fmt.format(values[key]) if values.get(key) is not None else "—"
+                               for key, _, fmt in COLUMNS])
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     render = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(row, widths)))
@@ -50,5 +56,8 @@ def run_demo(args: argparse.Namespace) -> None:
     summaries, out = run_sweep(plan)
     print()
     print(summary_table(summaries))
+    print("test acc: the final model on `test images` images; other columns: means over the last epoch's training "
+          "steps at batch `batch`. The test-time sweeps in the report use their own images and batch (stated there).")
     print(f"\ncombined report (Table 1, Figure 3): {out / 'report.html'}  (Markdown: {out / 'report.md'})")
-    print(f"compare the runs: tensorboard --logdir {out} --host 127.0.0.1")
+    print(f"compare the runs: tensorboard --logdir {out} --host 127.0.0.1, then open "
+          f"http://127.0.0.1:6006/?smoothing=0#timeseries (smoothing 0: test curves have one point per epoch)")

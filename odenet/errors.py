@@ -5,6 +5,7 @@
 * :class:`RunFailure` — a run that started and could not go on (a solver blow-up, a non-finite
   loss); exit status 3, with everything saved so far left intact.
 * :class:`Interrupted` — SIGINT/SIGTERM after a checkpoint was written; exit 128 + signal.
+* :class:`StoppedAtOnce` — a second SIGINT/SIGTERM: stopped where it was; exit 128 + signal.
 """
 
 from __future__ import annotations
@@ -32,3 +33,26 @@ class Interrupted(RuntimeError):
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class StoppedAtOnce(BaseException):
+    """A second SIGINT or SIGTERM: stop where the program is, keeping the last checkpoint; exit 128 + signal.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` on the way up
+    swallows it; the message is the whole story.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit status of an error of the families above (the one exit-code table); None for anything else."""
+    if isinstance(exc, UserError):
+        return EXIT_USER_ERROR
+    if isinstance(exc, RunFailure):
+        return EXIT_RUN_FAILED
+    if isinstance(exc, (Interrupted, StoppedAtOnce)):
+        return exc.exit_code
+    return None

@@ -248,3 +248,29 @@ def test_adjoint_act_mem_is_activations_only_so_it_scales_with_the_batch():
 def step_on(model, n: int) -> dict:
     images, labels = batch(n=n)
     return train_step(model, images, labels, torch.optim.SGD(model.parameters(), lr=0.01), list(model.parameters()))
+
+
+def test_the_meters_exit_work_is_timed_apart_from_the_forward_pass(monkeypatch):
+    import types
+
+    import odenet.measure
+
+    # A virtual CPU clock that moves only when the meter counts: the test reads where the meter's
+    # time lands, free of the machine's load.
+    now = [0.0]
+    monkeypatch.setattr(odenet.measure, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    count = SavedTensorMeter._count
+
+    def slow_count(self):  # the meter's summing, made to take 1000 s
+        now[0] += 1000.0
+        return count(self)
+
+    model = odenet_model(rtol=1e-3, atol=1e-3)
+    images, labels = batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    quick = train_step(model, images, labels, optimizer, list(model.parameters()))
+    monkeypatch.setattr(SavedTensorMeter, "_count", slow_count)
+    slow = train_step(model, images, labels, optimizer, list(model.parameters()))
+    assert slow["act_mem_mb"] == quick["act_mem_mb"] > 0
+    assert slow["time_meter_ms"] == 1e6
+    assert slow["time_forward_ms"] == slow["time_backward_ms"] == slow["time_step_ms"] == 0.0

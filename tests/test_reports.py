@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIG3 = ("fig3a_nfe_vs_error", "fig3b_nfe_vs_time", "fig3c_nfe_forward_vs_backward", "fig3d_nfe_over_training")
 COMBINED_FIGURES = (*FIG3, "acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe")
 ADJ, DIR = "odenet dopri5 tol 0.001 adjoint", "odenet dopri5 tol 0.001 direct"  # the two ODE runs' labels
+SWEPT = " (250 images, limited)"  # legend note of the direct run's test-time sweep
+TESTED = " (1,000 test images)"  # legend note of the runs' final test evaluation
+SWEEP_JSON_META = {"images": 250, "batch_size": 250, "limited": True, "train_test_images": 1000,
+                   "act_mem_batch_size": 250}
 TRAIN_NFE = [20, 26, 20, 32]  # steps 1-2 are epoch 1, steps 3-4 epoch 2
 
 
@@ -37,13 +41,16 @@ def write_run(root: Path, name: str, config: dict, rows: list[dict], summary: di
     if summary is not None:
         (run / "summary.json").write_text(json.dumps(summary))
     if sweep is not None:
-        (run / "sweep.json").write_text(json.dumps({"meta": {}, "rows": sweep}))
+        (run / "sweep.json").write_text(json.dumps({"meta": SWEEP_JSON_META, "rows": sweep}))
     return run
 
 
 def ode_config(adjoint: bool, tol: float = 1e-3) -> dict:
     return {"backbone": "odenet", "dataset": "mnist-5k", "solver": "dopri5", "rtol": tol, "atol": tol,
-            "tol": tol, "adjoint": adjoint, "steps": None, "seed": 0}
+            "tol": tol, "adjoint": adjoint, "steps": None, "seed": 0, **RECIPE}
+
+
+RECIPE = {"epochs": 2, "batch_size": 32, "test_batch_size": 1000}
 
 
 def train_rows(nfe: list[int], adjoint: bool, mem_per_nfe: float) -> list[dict]:
@@ -58,8 +65,8 @@ def train_rows(nfe: list[int], adjoint: bool, mem_per_nfe: float) -> list[dict]:
 def write_runs(root: Path) -> Path:
     """A resnet, and an ODE-Net trained with direct backprop (with a test-time sweep) and with the adjoint."""
     test = lambda acc, nfe=None: {"split": "test", "epoch": 2, "step": 4, "acc": acc, "loss": 0.3,  # noqa: E731
-                                  **({"nfe_forward": nfe} if nfe else {})}
-    write_run(root, "resnet-s0", {"backbone": "resnet", "dataset": "mnist-5k", "solver": None, "seed": 0},
+                                  "images": 1000, **({"nfe_forward": nfe} if nfe else {})}
+    write_run(root, "resnet-s0", {"backbone": "resnet", "dataset": "mnist-5k", "solver": None, "seed": 0, **RECIPE},
               [*({"split": "train", "epoch": 1 + i // 2, "step": i + 1, "act_mem_mb": 20.0, "time_step_ms": 50.0}
                  for i in range(4)), test(0.97)], {"params": 576778, "best_acc": 0.97})
     write_run(root, "odenet-direct", ode_config(False), [*train_rows(TRAIN_NFE, False, 2.5), test(0.96, 20)],
@@ -136,14 +143,14 @@ def test_combined_report_has_every_figure(combined):
 
 def test_fig3a_plots_the_sweep_error_against_nfe_loose_to_tight(combined):
     ax = combined["fig3a_nfe_vs_error"]
-    assert_series(lines(ax), {DIR: ([14, 20, 38], [3e-3, 6e-4, 9e-5])})
+    assert_series(lines(ax), {DIR + SWEPT: ([14, 20, 38], [3e-3, 6e-4, 9e-5])})
     assert points(ax) == {} and ax.get_yscale() == "log" and notes(ax) == []
     assert annotations(ax) == {"0.1": (14, 3e-3), "0.001": (20, 6e-4), "1e-05": (38, 9e-5)}
 
 
 def test_fig3b_plots_the_sweep_time_against_nfe(combined):
     ax = combined["fig3b_nfe_vs_time"]
-    assert_series(lines(ax), {DIR: ([14, 20, 38], [9.0, 12.0, 21.0])})
+    assert_series(lines(ax), {DIR + SWEPT: ([14, 20, 38], [9.0, 12.0, 21.0])})
     assert points(ax) == {}
 
 
@@ -151,13 +158,14 @@ def test_fig3b_without_sweeps_plots_every_ode_runs_training_steps(runs_root):
     (runs_root / "odenet-direct" / "sweep.json").unlink()
     ax = axes_of(combined_report(find_runs([runs_root])).figures["fig3b_nfe_vs_time"])
     steps = [(n, 2.0 * n + 5) for n in TRAIN_NFE]  # time_forward_ms of train_rows
-    assert_series(points(ax), {ADJ: steps, DIR: steps})
+    assert_series(points(ax), {f"{ADJ} (batch 32)": steps, f"{DIR} (batch 32)": steps})
     assert lines(ax) == {}
 
 
 def test_fig3c_plots_the_adjoint_runs_backward_against_forward_nfe(combined):
     ax = combined["fig3c_nfe_forward_vs_backward"]
-    assert_series(points(ax), {ADJ: [(n, n + 6) for n in TRAIN_NFE]})  # the direct run has no backward NFE
+    # the direct run has no backward NFE
+    assert_series(points(ax), {f"{ADJ} (batch 32)": [(n, n + 6) for n in TRAIN_NFE]})
     top = 32 + 6
     assert_series(lines(ax), {"backward = forward": ([0, top], [0, top]),
                               "backward = forward / 2 (paper)": ([0, top], [0, top / 2])})
@@ -172,22 +180,25 @@ def test_fig3d_plots_mean_nfe_per_epoch_of_the_ode_runs(combined):
 
 def test_acc_vs_nfe_plots_ode_runs_as_points_and_the_resnet_as_a_line(combined):
     ax = combined["acc_vs_nfe"]
-    assert_series(points(ax), {ADJ: [(20, 0.95)], DIR: [(20, 0.96)]})
-    assert_series(lines(ax), {"resnet (no ODE)": hline(0.97)})
+    assert_series(points(ax), {ADJ + TESTED: [(20, 0.95)], DIR + TESTED: [(20, 0.96)]})
+    assert_series(lines(ax), {"resnet (no ODE)" + TESTED: hline(0.97)})
+    assert ax.get_xlim() == pytest.approx((17, 23))  # one NFE value: padded, not a 19.9–20.1 axis
 
 
 def test_acc_vs_tol_plots_training_tolerances_and_the_sweep(combined):
     ax = combined["acc_vs_tol"]
-    assert_series(lines(ax), {"odenet dopri5 adjoint, trained at this tolerance": ([1e-3], [0.95]),
-                              "odenet dopri5 direct, trained at this tolerance": ([1e-3], [0.96]),
-                              f"{DIR}: evaluated at other tolerances": ([1e-5, 1e-3, 1e-1], [0.97, 0.96, 0.90])})
+    assert_series(lines(ax), {"odenet dopri5 adjoint, trained at this tolerance" + TESTED: ([1e-3], [0.95]),
+                              "odenet dopri5 direct, trained at this tolerance" + TESTED: ([1e-3], [0.96]),
+                              f"{DIR}: evaluated at other tolerances{SWEPT}": ([1e-5, 1e-3, 1e-1],
+                                                                               [0.97, 0.96, 0.90])})
     assert ax.get_xscale() == "log"
 
 
 def test_memory_vs_nfe_plots_each_training_step_and_the_resnets_mean(combined):
     ax = combined["memory_vs_nfe"]
-    assert_series(points(ax), {ADJ: [(n, 10.0) for n in TRAIN_NFE], DIR: [(n, 10 + 2.5 * n) for n in TRAIN_NFE]})
-    assert_series(lines(ax), {"resnet (fixed depth)": hline(20.0)})
+    assert_series(points(ax), {f"{ADJ} (batch 32)": [(n, 10.0) for n in TRAIN_NFE],
+                               f"{DIR} (batch 32)": [(n, 10 + 2.5 * n) for n in TRAIN_NFE]})
+    assert_series(lines(ax), {"resnet (fixed depth, batch 32)": hline(20.0)})
 
 
 def test_figures_of_runs_without_an_ode_block_are_empty_and_say_why(runs_root):
@@ -207,18 +218,19 @@ def test_a_sweep_over_several_solvers_draws_one_line_per_solver():
                                            ("dopri5", 1e-5, .99, 50), ("bosh3", 1e-1, .90, 8),
                                            ("bosh3", 1e-3, .98, 40)]]
     run = Run(Path("r"), cfg, [{"split": "test", "epoch": 1, "step": 1, "acc": 0.99}], {"params": 1}, sweep)
+    old = " (images not recorded)"  # a sweep.json written before its meta recorded the images
     assert_series(lines(axes_of(fig3a([run]))),
-                  {"odenet dopri5 tol 0.001 direct": ([14, 26, 50], [1e-1, 1e-3, 1e-5]),
-                   "odenet dopri5 tol 0.001 direct, evaluated with bosh3": ([8, 40], [1e-1, 1e-3])})
+                  {"odenet dopri5 tol 0.001 direct" + old: ([14, 26, 50], [1e-1, 1e-3, 1e-5]),
+                   "odenet dopri5 tol 0.001 direct, evaluated with bosh3" + old: ([8, 40], [1e-1, 1e-3])})
     ax = axes_of(fig_acc_vs_tol([run]))
+    trained = "odenet dopri5 direct, trained at this tolerance (test images not recorded)"
     assert [line.get_label() for line in ax.get_lines()] == [
-        "odenet dopri5 direct, trained at this tolerance",
-        "odenet dopri5 tol 0.001 direct: evaluated at other tolerances",
-        "odenet dopri5 tol 0.001 direct: evaluated with bosh3 at other tolerances"]
-    assert_series(lines(ax), {"odenet dopri5 direct, trained at this tolerance": ([1e-3], [0.99]),
-                              "odenet dopri5 tol 0.001 direct: evaluated at other tolerances":
+        trained, "odenet dopri5 tol 0.001 direct: evaluated at other tolerances" + old,
+        "odenet dopri5 tol 0.001 direct: evaluated with bosh3 at other tolerances" + old]
+    assert_series(lines(ax), {trained: ([1e-3], [0.99]),
+                              "odenet dopri5 tol 0.001 direct: evaluated at other tolerances" + old:
                                   ([1e-5, 1e-3, 1e-1], [.99, .99, .95]),
-                              "odenet dopri5 tol 0.001 direct: evaluated with bosh3 at other tolerances":
+                              "odenet dopri5 tol 0.001 direct: evaluated with bosh3 at other tolerances" + old:
                                   ([1e-3, 1e-1], [.98, .90])})
 
 
@@ -226,11 +238,16 @@ def test_a_sweep_over_several_solvers_draws_one_line_per_solver():
 
 def test_combined_report_has_table1_and_the_four_figure3_panels(runs_root):
     md = combined_report(find_runs([runs_root])).markdown()
-    assert "Table 1 (Chen et al. 2018)" in md and "| odenet dopri5 tol 0.001 adjoint | 5.00% | 0.42% |" in md
-    assert "| mlp (not run) | — | 1.60% |" in md and "| resnet | 3.00% | 0.41% | 0.577 M | 0.60 M | 20.0 |" in md
+    table1, others = md.split("## Table 1 (Chen et al. 2018)")[1].split("## Figure 3")[0].split("Runs not comparable")
+    # mnist-5k short runs (2 epochs) never stand beside the paper's numbers: the paper's rows alone in Table 1
+    assert "| odenet | paper (no comparable run) | — | mnist | — | — | 10,000 | 0.42% | 0.22 M |" in table1
+    assert "| mlp | paper (no comparable run) |" in table1 and "| measured |" not in table1
+    assert ("| odenet dopri5 tol 0.001 adjoint | measured | incomplete, short (2 epochs) | mnist-5k | 2 | 32/1000 | "
+            "1,000 | 5.00% |") in others
+    assert ("| resnet | measured | complete, short (2 epochs) | mnist-5k | 2 | 32/1000 | 1,000 | 3.00% | "
+            "0.577 M |") in others
     for name in FIG3:
         assert f"![{name}]({name}.png)" in md
-    assert "incomplete" in md  # the adjoint run has no summary.json
 
 
 def test_findings_state_measured_ratios_and_slopes(runs_root):
@@ -238,11 +255,13 @@ def test_findings_state_measured_ratios_and_slopes(runs_root):
     ratios = [(n + 6) / n for n in TRAIN_NFE]
     median = sorted(ratios)[1:3]
     assert f"backward/forward NFE ratio median {sum(median) / 2:.2f}" in md
-    assert "`odenet-direct`: act_mem_mb grows by 2.500 MiB per extra forward NFE" in md
-    assert "`odenet-adjoint`: act_mem_mb grows by 0.000 MiB per extra forward NFE" in md
+    assert "`odenet-direct`: act_mem_mb (training batch 32) grows by 2.500 MiB per extra forward NFE" in md
+    assert "`odenet-adjoint`: act_mem_mb (training batch 32) grows by 0.000 MiB per extra forward NFE" in md
     per_nfe = sorted((2.0 * n + 5) / n for n in TRAIN_NFE[1:])  # steps 2-4: the first is warm-up
     assert f"forward pass {per_nfe[1]:.2f} ms per NFE (median over 3 steps" in md
-    assert "`odenet-direct`: accuracy at the training tolerance 0.001: 96.00%; at 1e-05: 97.00%" in md
+    assert ("`odenet-direct` (test-time sweep (250 images, limited)): accuracy at the training tolerance 0.001: "
+            "96.00%; at 1e-05: 97.00%") in md
+    assert "**No verdict**: 250 test images; a verdict needs at least 500" in md
 
 
 def test_html_report_is_one_self_contained_file_with_the_pngs_written(runs_root, tmp_path):
@@ -352,9 +371,11 @@ def test_sweep_fig3a_plots_error_against_nfe_for_each_solver(sweep_axes):
 
 
 def test_sweep_fig3b_plots_time_against_nfe_for_each_solver(sweep_axes):
-    assert_series(lines(sweep_axes["fig3b_nfe_vs_time"]),
-                  {"dopri5": ([14, 26, 50], [9.0, 15.0, 28.0]), "bosh3": ([8, 40], [6.0, 22.0]),
-                   "rk4": ([16, 32], [10.0, 18.0])})
+    ax = sweep_axes["fig3b_nfe_vs_time"]
+    assert_series(lines(ax), {"dopri5": ([14, 26, 50], [9.0, 15.0, 28.0]), "bosh3": ([8, 40], [6.0, 22.0]),
+                              "rk4": ([16, 32], [10.0, 18.0])})
+    assert list(ax.collections) == []  # no min/max in these rows: no error bars drawn
+    assert ax.get_title().endswith("\n100 images")  # every number's images, under the title
 
 
 def test_sweep_report_of_a_resnet_has_one_row_and_no_ode_verdict():
@@ -369,11 +390,35 @@ def test_sweep_report_of_a_resnet_has_one_row_and_no_ode_verdict():
 
 @pytest.mark.parametrize("acc_tight, flagged", [(0.95, False), (0.93, True)])
 def test_still_an_ode_flags_a_drop_of_more_than_one_point(acc_tight, flagged):
-    rows = [{"solver": "dopri5", "tol": 1e-3, "acc": 0.95}, {"solver": "dopri5", "tol": 1e-5, "acc": acc_tight}]
-    verdict = still_an_ode(rows, 1e-3, "dopri5")
+    rows = [{"solver": "dopri5", "tol": 1e-3, "acc": 0.95, "images": 1000},
+            {"solver": "dopri5", "tol": 1e-5, "acc": acc_tight, "images": 1000}]
+    verdict = still_an_ode(rows, 1e-3, "dopri5", "mnist")
     assert verdict["flagged"] is flagged
     assert ("learned the discretisation, not an ODE" in verdict["text"]) is flagged
-    assert still_an_ode(rows, 1e-2, "dopri5") is None
+    assert still_an_ode(rows, 1e-2, "dopri5", "mnist") is None
+
+
+@pytest.mark.parametrize("dataset, acc, images, why", [
+    ("mnist-5k", 0.12, 1000, "within 25 points of chance (10% on mnist-5k)"),  # the 1-epoch smoke grid
+    ("cifar100", 0.20, 1000, "within 25 points of chance (1% on cifar100)"),
+    ("mnist", 0.95, 250, "250 test images; a verdict needs at least 500"),  # the demo's limited sweep
+    ("mnist", 0.95, None, "an unknown number of test images"),
+    ("imagenet", 0.95, 1000, "chance accuracy of dataset 'imagenet' is unknown"),
+])
+def test_still_an_ode_gives_no_verdict_without_evidence(dataset, acc, images, why):
+    rows = [{"solver": "dopri5", "tol": 1e-3, "acc": acc, "images": images},
+            {"solver": "dopri5", "tol": 1e-5, "acc": acc, "images": images}]
+    verdict = still_an_ode(rows, 1e-3, "dopri5", dataset)
+    assert verdict["flagged"] is None and "**No verdict**" in verdict["text"] and why in verdict["text"]
+    assert "behaves as an ODE" not in verdict["text"]
+
+
+def test_sweep_report_withholds_a_verdict_saved_before_the_evidence_rule():
+    saved = {"train_tol": 1e-3, "tight_tol": 1e-5, "acc_train_tol": 0.12, "acc_tight_tol": 0.12, "drop_points": 0.0,
+             "flagged": False, "text": "accuracy ... Accuracy holds: the trained model behaves as an ODE"}
+    md = sweep_report({**SWEEP_META, "dataset": "mnist", "images": 1000, "still_an_ode": saved},
+                      [sweep_row(*r) for r in SWEEP]).markdown()
+    assert "behaves as an ODE" not in md and "**No verdict**: accuracy 12.0% is within 25 points of chance" in md
 
 
 def test_linear_fit():
@@ -384,3 +429,96 @@ def test_linear_fit():
 def test_run_label():
     run = Run(Path("x"), ode_config(True, 1e-5), [], None)
     assert run.label == "odenet dopri5 tol 1e-05 adjoint" and run.is_ode and run.adjoint
+
+
+# --------------------------------------------------------------------------- provenance, labels, spread
+
+def test_runs_that_mix_datasets_or_share_names_get_labels_that_tell_them_apart(tmp_path):
+    for sweep, dataset in (("a", "fashion-mnist"), ("b", "mnist-5k")):
+        write_run(tmp_path / sweep, "resnet-s0", {"backbone": "resnet", "dataset": dataset, "solver": None, **RECIPE},
+                  [{"split": "test", "epoch": 2, "step": 4, "acc": 0.9, "loss": 0.3, "images": 1000}], {"params": 1})
+        for name in ("o1", "o2"):  # same label, same dataset: only the folder tells them apart
+            write_run(tmp_path / sweep, name, {**ode_config(False), "dataset": dataset},
+                      [{"split": "test", "epoch": 2, "step": 4, "acc": 0.9, "loss": 0.3, "images": 1000,
+                        "nfe_forward": 20}], {"params": 1})
+    report = combined_report(find_runs([tmp_path / "a", tmp_path / "b"]))
+    labels = sorted(points(axes_of(report.figures["acc_vs_nfe"])))
+    assert labels == sorted(f"{DIR} [{d}] ({s}/{n}){TESTED}" for s, d in (("a", "fashion-mnist"), ("b", "mnist-5k"))
+                            for n in ("o1", "o2"))
+    runs = report.sections[0].text
+    assert "| `a/resnet-s0` | complete, short (2 epochs) | fashion-mnist | 2 | 32/1000 | 1,000 |" in runs
+    assert "| `b/resnet-s0` | complete, short (2 epochs) | mnist-5k | 2 | 32/1000 | 1,000 |" in runs
+
+
+def test_smoke_runs_say_so_in_the_status_column(tmp_path):
+    write_run(tmp_path, "smoke", {**ode_config(False), "epochs": 20, "limit_train_batches": 5,
+                                  "limit_test_batches": 1}, train_rows(TRAIN_NFE, False, 1.0), {"params": 1})
+    write_run(tmp_path, "full", {**ode_config(False), "dataset": "mnist", "epochs": 20},
+              [*train_rows(TRAIN_NFE, False, 1.0), {"split": "test", "epoch": 20, "step": 9, "acc": 0.99,
+                                                     "images": 10000}], {"params": 1})
+    md = combined_report(find_runs([tmp_path])).markdown()
+    assert "| `smoke` | complete, smoke (5 train batches/epoch, 1 test batch) | mnist-5k | 2 |" in md
+    table1 = md.split("## Table 1")[1].split("Runs not comparable")[0]
+    assert "| odenet | paper | — | mnist |" in table1  # the full MNIST run stands beside the paper's row
+    assert f"| {DIR} [mnist] | measured | complete | mnist | 20 | 32/1000 | 10,000 | 1.00% |" in table1
+    assert ", smoke" not in table1 and ", short" not in table1
+
+
+def test_sweep_points_csv_is_tidy_one_row_per_run_and_setting(runs_root, tmp_path):
+    import csv
+
+    written = write_report(combined_report(find_runs([runs_root])), tmp_path / "out")
+    with written["sweep_points.csv"].open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["run"], r["method"], r["solver"], float(r["tol"]), float(r["acc"])) for r in rows] == [
+        ("odenet-direct", "direct", "dopri5", t, a) for t, a in ((1e-3, .96), (1e-1, .90), (1e-5, .97))]
+    assert {(r["dataset"], r["images"], r["batch_size"], r["limited"], r["steps"]) for r in rows} == {
+        ("mnist-5k", "250", "250", "True", "")}
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(written["sweep_points.csv"])
+    assert frame.shape == (3, len(rows[0])) and frame["tol"].dtype == float and frame["images"].dtype == int
+
+
+def test_time_columns_show_the_spread_and_flag_noisy_timings():
+    from odenet.reports.sweep import sweep_figures
+
+    rows = [{**sweep_row("dopri5", tol, None, .9, nfe, 1e6, 1e-3, ms), "time_ms_min": lo, "time_ms_max": hi,
+             "time_noisy": noisy}
+            for tol, nfe, ms, lo, hi, noisy in ((1e-1, 14, 9.0, 8.5, 9.5, False), (1e-3, 26, 15.0, 10.0, 30.0, True))]
+    md = sweep_report({**SWEEP_META, "images": 250, "limited": True, "train_test_images": 1000, "batch_size": 250,
+                       "act_mem_batch_size": 250, "timing": {"warmup": 2, "repeats": 5},
+                       "notes": ["dopri8 in float32 cannot reach tol 1e-9."]}, rows).markdown()
+    assert "| 9.0 (8.5–9.5) |" in md and "| 15.0 (10.0–30.0) ⚠ noisy |" in md
+    assert ("250 test images (**limited**: training's evaluation used 1,000); batch 250; `act_mem_mb` at batch 250; "
+            "`time_ms`: median (min–max) of 5 repeats after 2 warm-up.") in md
+    assert "**Note:** dopri8 in float32 cannot reach tol 1e-9." in md
+    ax = axes_of(sweep_figures(rows, "250 images, limited")["fig3b_nfe_vs_time"])
+    assert_series(lines(ax), {"dopri5": ([14, 26], [9.0, 15.0])})
+    (bars,) = ax.collections  # one vertical bar per point, from min to max
+    assert [[tuple(map(float, p)) for p in seg] for seg in bars.get_segments()] == [[(14, 8.5), (14, 9.5)],
+                                                                                    [(26, 10.0), (26, 30.0)]]
+    assert ax.get_title() == "Fig. 3b: NFE vs forward time\n250 images, limited"
+
+
+def test_sweep_point_labels_alternate_above_and_below(sweep_axes):
+    offsets = [t.xyann[1] for t in sweep_axes["fig3a_nfe_vs_error"].texts if t.get_text() in ("0.1", "0.001", "1e-05")
+               and t.get_color() == sweep_axes["fig3a_nfe_vs_error"].get_lines()[0].get_color()]
+    assert offsets == [5, -11, 5]
+
+
+def test_fig3d_tells_identical_lines_apart_and_ticks_whole_epochs(combined):
+    ax = combined["fig3d_nfe_over_training"]
+    by_label = {line.get_label(): line for line in ax.get_lines()}
+    adj, direct = by_label[f"{ADJ} forward"], by_label[f"{DIR} forward"]
+    assert adj.get_ydata().tolist() == direct.get_ydata().tolist()  # the same NFE: drawn on top of each other
+    assert adj.get_marker() != direct.get_marker() and adj.get_markersize() > direct.get_markersize()
+    assert direct.get_markerfacecolor() == "none"  # hollow: the marker behind shows through
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_html_tables_scroll_in_their_own_box(runs_root, tmp_path):
+    html = write_report(combined_report(find_runs([runs_root])), tmp_path / "out")["report.html"].read_text()
+    assert html.count("<div class='scroll'><table>") == html.count("<table>") >= 3
+    assert ".scroll{overflow-x:auto" in html and "white-space:nowrap" in html
+    assert "| — |" in html or "<td>—</td>" in html
+    assert "<td>-</td>" not in html and "<td>—</td>" in html  # one glyph for missing, the paper's rows too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import yaml
 
 from odenet.cli import grid_main
 from odenet.config import ConfigError
-from odenet.grid import SweepArgs, SweepPlan, expand, load_plan, prepare, run_sweep
+from odenet.grid import SweepArgs, SweepPlan, expand, load_plan, parse_sweep_args, prepare, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def test_sweep_yaml_and_cli_flags(tmp_path):
     path.write_text(yaml.safe_dump({"base": {"dataset": "mnist-5k"}, "grid": [{"backbone": ["resnet"]}],
                                     "eval": {"tols": [0.1]}, "out_dir": "x"}))
     p = load_plan(SweepArgs(config=str(path), set=["epochs=3"], seeds=[1, 2], backbones=["mlp"]))
-    assert p.base == {"dataset": "mnist-5k", "epochs": "3"} and p.grid == [{"backbone": ["mlp"], "seed": [1, 2]}]
+    assert p.base == {"dataset": "mnist-5k", "epochs": 3} and p.grid == [{"backbone": ["mlp"], "seed": [1, 2]}]
     assert p.eval == {"tols": [0.1]} and p.out_dir == "x"
 
 
@@ -114,7 +115,7 @@ def test_sweep_end_to_end_then_rerun_reuses_finished_runs(tiny_fashion, tmp_path
     def no_training(cfg):
         raise AssertionError(f"{cfg.run_name} was trained again")
 
-    monkeypatch.setattr("odenet.grid.train", no_training)
+    monkeypatch.setattr("odenet.grid.job.train", no_training)
     summaries_again, _ = run_sweep(p)
     assert summaries_again == summaries
 
@@ -122,3 +123,92 @@ def test_sweep_end_to_end_then_rerun_reuses_finished_runs(tiny_fashion, tmp_path
 def test_sweep_cli_reports_bad_input_with_exit_2(capsys):
     assert grid_main(["--backbones", "resnet", "--set", "epochs"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input: one sentence, nothing run
+
+TINY = {"dataset": "mnist-5k", "epochs": 1}
+BAD_YAML = [
+    ({"base": TINY, "grid": [{"backbone": []}]}, "backbone in .* grid entry 1 has no values"),
+    ({"base": TINY, "grid": {"backbone": ["resnet"]}, "eval": 5}, "eval in .* must be a mapping"),
+    ({"base": [1], "grid": {"backbone": ["resnet"]}}, "base in .* must be a mapping"),
+    ({"base": TINY, "grid": {"backbone": ["resnet"]}, "out_dir": 5}, r"out_dir \(in .*\) expects a string"),
+    ({"base": TINY, "grid": 5}, "grid in .* must be a mapping"),
+    ({"base": {"epochs": "two"}, "grid": {"backbone": ["resnet"]}}, r"epochs \(in .* base\) expects an integer"),
+    ({"base": TINY, "grid": {"backbone": ["resnet"], "lr": ["fast"]}}, r"lr \(in .* grid entry 1\) expects a number"),
+    ({"base": TINY, "grid": {"backbone": ["resnet"]}, "eval": {"tols": ["abc"]}}, r"tols \(in .* eval\) expects"),
+    ({"base": TINY, "grid": {"backbone": ["odenet"]}, "eval": {"tols": [-1]}}, "--tols must be positive"),
+    ({"base": TINY, "grid": {"backbone": ["odenet"]}, "eval": {"solvers": ["dopri"]}}, "unknown solver 'dopri'"),
+    ({"base": TINY, "grid": {"backbone": ["odenet"], "tol": [0]}}, "--tol must be a positive number"),
+    ({"base": TINY, "grid": {"backbone": ["resnet"]}, "title": [1]}, r"title \(in .*\) expects a string"),
+]
+BAD_FLAGS = [
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--jobs", "two"], "--jobs expects an integer"),
+    (["--launcher", "slurm"], "unknown --launcher 'slurm'"),
+    (["--slurm-partition", "gpu"], "--slurm-partition applies to --launcher submitit only"),
+    (["--launcher", "submitit", "--jobs", "2"], "--jobs is for the local launcher"),
+    (["--launcher", "submitit", "--submitit-executor", "local", "--slurm-time", "soon"], "--slurm-time expects"),
+    (["--no-no-eval"], "unknown flag --no-no-eval"),
+    (["--eval-tols", "x"], "--eval-tols expects a list of"),
+    (["--set", "epochs=two"], r"epochs \(in --set epochs\) expects an integer"),
+    (["--tols", "-1"], "--tol must be a positive number"),
+]
+
+
+def files_under(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*")}
+
+
+def assert_one_sentence_exit_2(capsys, argv, message, root):
+    before = files_under(root)
+    assert grid_main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(message, err), err
+    assert files_under(root) == before  # nothing written
+
+
+@pytest.mark.parametrize("data, message", BAD_YAML, ids=[m for _, m in BAD_YAML])
+def test_a_bad_sweep_file_is_one_sentence_and_nothing_runs(tmp_path, monkeypatch, capsys, data, message):
+    monkeypatch.chdir(tmp_path)
+    data = {"out_dir": str(tmp_path / "sw"), **data}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    assert_one_sentence_exit_2(capsys, ["--config", "s.yaml"], message, tmp_path)
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[m for _, m in BAD_FLAGS])
+def test_a_bad_flag_is_one_sentence_and_nothing_runs(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--backbones", "odenet", "--set", "dataset=mnist-5k", "--out-dir", str(tmp_path / "sw"), *flags]
+    assert_one_sentence_exit_2(capsys, argv, message, tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[: not yaml", "- a list\n- of things\n"])
+def test_a_run_directory_with_a_broken_config_is_one_sentence(tmp_path, monkeypatch, capsys, text):
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "sw" / "resnet-s0" / "config.yaml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(text)
+    (tmp_path / "sw" / "odenet-dopri5-tol0.1-direct-s0").mkdir()  # would be moved aside if anything ran
+    argv = ["--backbones", "resnet,odenet", "--tols", "0.1", "--set", "dataset=mnist-5k", "--out-dir", "sw"]
+    assert_one_sentence_exit_2(capsys, argv, "sw/resnet-s0/config.yaml", tmp_path)
+
+
+def test_yaml_numbers_without_a_dot_are_numbers_before_anything_trains(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("base: {dataset: mnist-5k, lr: 1e-2}\ngrid: {backbone: [odenet], tol: [1e-1]}\n"
+                    "eval: {tols: [1e-2, 1e-3], reference_tol: 1e-6}\n")
+    p = load_plan(SweepArgs(config=str(path)))
+    assert p.eval == {"tols": [1e-2, 1e-3], "reference_tol": 1e-6} and p.base["lr"] == 1e-2
+    assert expand(p)[0].tol == 0.1
+
+
+def test_eval_flag_switches_the_test_time_sweeps(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("grid: {backbone: [odenet]}\neval: {tols: [0.1]}\n")
+    assert parse_sweep_args(["--config", str(path)]).eval == {"tols": [0.1]}
+    assert parse_sweep_args(["--config", str(path), "--no-eval"]).eval is None
+    assert parse_sweep_args(["--backbones", "odenet"]).eval is None
+    assert parse_sweep_args(["--backbones", "odenet", "--eval"]).eval == {}
+    assert parse_sweep_args(["--backbones", "odenet", "--eval-tols", "1e-2"]).eval == {"tols": [0.01]}

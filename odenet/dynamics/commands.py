@@ -6,13 +6,12 @@ latent-ODE VAE on spirals), ``report`` (rebuild fit-all's report from saved runs
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from odenet.config import parse
+from odenet.config import Parser, parse
 from odenet.dynamics.config import FitAllConfig, FitConfig, LatentConfig, fit_configs, resolve_fit, resolve_latent
 from odenet.dynamics.fit import fit, fit_all, write_fit_report
 from odenet.dynamics.latent import train_latent
@@ -59,7 +58,7 @@ def latent_main(argv: list[str]) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=f"{PROG} report", description="Rebuild the fit-all report from runs.")
+    parser = Parser(prog=f"{PROG} report", description="Rebuild the fit-all report from runs.")
     parser.add_argument("runs", nargs="+", help="fit run directories")
     parser.add_argument("--out", required=True, help="folder of the report")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from odenet.config import ConfigError, flag, opt
@@ -18,6 +19,7 @@ from odenet.dynamics.spirals import SPIRAL_POINTS
 from odenet.dynamics.systems import SYSTEMS, build_system, list_systems
 from odenet.models.solvers import SOLVERS, SolverSettings, resolve_solver_options
 from odenet.registry import closest
+from odenet.run.dirs import check_run_name, check_writable
 
 
 def _systems() -> str:
@@ -138,6 +140,16 @@ def check_positive(cfg: Any, names: tuple[str, ...], at_least: int = 1) -> None:
             raise ConfigError(f"{flag(name)} must be a positive number, got {value}")
 
 
+def check_output(cfg: Any) -> None:
+    """Seeds in numpy's range, --run-name one folder inside --out-dir, --out-dir writable; before any write."""
+    for name in ("seed", "system_seed"):
+        value = getattr(cfg, name, 0)
+        if not 0 <= value < 2 ** 32:
+            raise ConfigError(f"{flag(name)} must be between 0 and 2**32 - 1, got {value}")
+    check_run_name(getattr(cfg, "run_name", None))
+    check_writable(Path(cfg.out_dir))
+
+
 def resolve_solver(cfg: Any, explicit: set[str]) -> dict[str, Any]:
     """Changes that make ``cfg``'s solver options say what will run: the project's one rule, with
     ``--steps`` required for fixed-step solvers (steps per unit of time; no default here)."""
@@ -177,6 +189,7 @@ def resolve_fit(cfg: FitConfig, explicit: set[str]) -> FitConfig:
         ConfigError: unknown system / field / features / solver, or a value out of range.
     """
     _check_fit_options(cfg)
+    check_output(cfg)
     system = build_system(cfg.system, cfg.system_seed)
     changes = resolve_solver(cfg, explicit)
     changes["features"] = system.features if cfg.features == "auto" else cfg.features
@@ -197,6 +210,7 @@ def fit_configs(cfg: FitAllConfig, explicit: set[str]) -> list[FitConfig]:
 def resolve_latent(cfg: LatentConfig, explicit: set[str]) -> LatentConfig:
     check_positive(cfg, ("spirals", "test_spirals", "window", "observations", "extrapolate", "latent_dim",
                          "hidden", "rnn_hidden", "iters", "eval_every", "lr", "noise_std", "threads"))
+    check_output(cfg)
     if cfg.observations > cfg.window:
         raise ConfigError(f"--observations {cfg.observations} cannot exceed --window {cfg.window} (the points "
                           f"are drawn inside the window); lower --observations or raise --window")

@@ -247,5 +247,5 @@ def write_fit_report(runs: list, out_dir: Path) -> Path:
     """report.md, report.html and PNGs into ``out_dir``; the same figures and text to TensorBoard."""
     report = dynamics_report(runs)
     write_report(report, out_dir)
-    write_tensorboard_report(report, str(out_dir / "_report"), "report")
+    write_tensorboard_report(report, str(out_dir / "_report"), "report", images=True)
     return out_dir

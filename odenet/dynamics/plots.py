@@ -74,8 +74,9 @@ def _vector_field(ax, d: Mapping[str, np.ndarray]) -> None:
     """Learned field as streamlines coloured by speed; the true field's directions as arrows."""
     gx, gy, learned, actual = d["grid_x"], d["grid_y"], d["field_pred"], d["field_true"]
     speed = np.hypot(learned[..., 0], learned[..., 1])
-    ax.streamplot(gx, gy, learned[..., 0], learned[..., 1], color=speed, cmap="viridis", density=1.0,
-                  linewidth=0.8, arrowsize=0.8)
+    stream = ax.streamplot(gx, gy, learned[..., 0], learned[..., 1], color=speed, cmap="viridis", density=1.0,
+                           linewidth=0.8, arrowsize=0.8)
+    ax.figure.colorbar(stream.lines, ax=ax, label="learned speed |f(y)|", shrink=0.85)
     ax.quiver(gx[::2, ::2], gy[::2, ::2], *_unit(actual[::2, ::2]), color="tab:red", alpha=0.6, scale=30,
               width=0.004)
     ax.plot(d["y_true"][:, 0], d["y_true"][:, 1], "-", color="tab:gray", lw=0.8)

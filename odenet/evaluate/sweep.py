@@ -8,26 +8,33 @@ same input (Chen et al. 2018, Fig. 3a).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
+import statistics
+import sys
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from odenet.config import ConfigError, flag, opt, parse
+from odenet.config import ConfigError, coerce, flag, opt, parse
 from odenet.data import build_loaders
 from odenet.evaluate.probes import BlockRecorder, FlopCounter, Reference, act_mem_mb
 from odenet.models.ode import ode_blocks, reset_nfe, set_solver
-from odenet.models.solvers import SOLVERS, is_adaptive
+from odenet.models.solvers import SOLVERS, SolverError, is_adaptive
 from odenet.naming import solver_label
 from odenet.registry import closest
 from odenet.reports import still_an_ode, sweep_report, tighter, write_report, write_sweep_files
 from odenet.run.checkpoint import load_checkpoint
 from odenet.run.tensorboard import write_report as write_tensorboard_report
 from odenet.train.build import build_model, pick_device, speed_up
-from odenet.train.config import TrainConfig
+from odenet.train.config import TrainConfig, resolve_train_config
 from odenet.train.step import evaluate, to_device
 
 
@@ -41,13 +48,38 @@ class EvalConfig:
     reference_tol: float | None = opt(None, "tolerance of the reference solve (float64 dopri5; default: the "
                                             "tightest tolerance / 100)")
     reference_images: int = opt(64, "images per batch compared against the reference solve", metavar="N")
-    limit_test_batches: int | None = opt(None, "evaluate on the first N test batches only", metavar="N")
-    batch_size: int | None = opt(None, "test batch size (default: the checkpoint's)")
+    limit_test_batches: int | None = opt(None, "evaluate on the first N test batches only (default: as many as "
+                                               "training's evaluation used)", metavar="N")
+    batch_size: int | None = opt(None, "test batch size (default: the checkpoint's test batch size)")
+    timing_repeats: int = opt(3, "timed passes over the test batches per setting; time_ms is their median",
+                              metavar="N")
+    timing_warmup: int = opt(1, "untimed forward passes of the first test batch before each setting's timed "
+                                "passes", metavar="N")
     data_dir: str | None = opt(None, "dataset folder (default: the checkpoint's)", metavar="DIR")
     device: str = opt("auto", "auto, cpu or cuda")
     out: str | None = opt(None, "output folder (default: the checkpoint's run directory)", metavar="DIR")
     tensorboard: bool = opt(True, "also write the report's figures and text to TensorBoard in the output folder")
     config: str | None = opt(None, "YAML file of these options", cli_only=True, metavar="FILE")
+
+
+# The tightest tolerances a sweep accepts. --tols run the model's float32 state: a relative
+# tolerance below float32's machine epsilon (1.19e-7, the spacing of floats near 1) asks for
+# errors no float32 step can represent, so the step control chases rounding noise until dt
+# underflows or max_num_steps runs out. The float64 reference (epsilon 2.2e-16) has the same
+# limit further down; 1e-12 leaves the ~1e3 ulps that the RMS norm of an error estimate (a
+# difference of stage sums, each rounded, over thousands of state elements) needs, and it is
+# 1e-5 of the tightest float32 row's tolerance, so no sweep needs a tighter one. Below it the
+# reference (allowed a million steps) spun for minutes (1e-32: > 170 s on 2 CPU cores).
+FLOAT32_TOL_FLOOR = 1e-7
+FLOAT64_TOL_FLOOR = 1e-12
+FLOOR_REASON = {"tols": "the float32 model (machine epsilon 1.2e-7)",
+                "reference_tol": "the float64 reference solve (its error estimate reaches rounding noise)"}
+# A row's time is flagged noisy when its timed passes spread by more than this fraction of their
+# median: neighbouring tolerances of a sweep differ by 20-40% in NFE (and so in time), so a
+# larger spread can hide, or invent, the trend between neighbouring rows.
+NOISY_SPREAD = 0.2
+DOPRI8_NOTE = ("dopri8 in float32: its step control reacts to rounding noise; NFE not reproducible within ~10% "
+               "(stock torchdiffeq alike)")
 
 
 @dataclass(frozen=True)
@@ -64,11 +96,19 @@ def parse_eval_args(argv: list[str] | None = None) -> EvalConfig:
                                       "FLOPs and numerical error per solver and tolerance.")
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: pass a run's last.pt or best.pt")
-    for name in ("tols", "reference_tol"):
+    for name, floor in (("tols", FLOAT32_TOL_FLOOR), ("reference_tol", FLOAT64_TOL_FLOOR)):
         values = getattr(cfg, name)
         for v in (values if isinstance(values, list) else [values]):
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{flag(name)} must be positive numbers, got {v}")
+            if v is not None and v < floor:
+                raise ConfigError(f"{flag(name)} {v:g} is below what {FLOOR_REASON[name]} can honour; give "
+                                  f"tolerances of at least {floor:g}")
+    for name, least in (("batch_size", 1), ("reference_images", 1), ("limit_test_batches", 1),
+                        ("timing_repeats", 1), ("timing_warmup", 0)):
+        value = getattr(cfg, name)
+        if value is not None and value < least:
+            raise ConfigError(f"{flag(name)} must be at least {least}, got {value}")
     for n in cfg.steps or []:
         if n < 1:
             raise ConfigError(f"--steps must be at least 1, got {n}")
@@ -116,15 +156,25 @@ def apply_setting(model: nn.Module, s: Setting) -> None:
         set_solver(model, method=s.solver, steps=s.steps, seminorm=False)
 
 
-def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the sweep → (meta, rows). Raises ConfigError / CheckpointError / data errors on bad input."""
+def sweep_checkpoint(cfg: EvalConfig, progress: Callable[[int, int, dict], None] | None = None,
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the sweep → (meta, rows). ``progress(done, total, row)`` is called after each setting.
+
+    Raises:
+        ConfigError / CheckpointError / data errors: bad input (before anything is evaluated).
+        SolverError: a setting's solve (or its reference solve) failed; the message names the setting.
+    """
     device = pick_device(cfg.device)
     state = load_checkpoint(cfg.checkpoint, map_location="cpu", required=("model", "config", "epoch"))
     train = _train_config(state, cfg.checkpoint)
     settings = plan_settings(cfg, train)
-    data = build_loaders(train.dataset, batch_size=train.batch_size,
-                         test_batch_size=cfg.batch_size or train.test_batch_size,
+    batch_size = cfg.batch_size or train.test_batch_size
+    data = build_loaders(train.dataset, batch_size=train.batch_size, test_batch_size=batch_size,
                          data_dir=Path(cfg.data_dir or train.data_dir) if (cfg.data_dir or train.data_dir) else None)
+    train_images = train_test_images(train, data.test_size)
+    # What training evaluated unless told otherwise: its number of test images, at this batch size.
+    limit = cfg.limit_test_batches or (math.ceil(train_images / batch_size) if train_images < data.test_size
+                                       else None)
     model = build_model(train, data).to(device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -132,71 +182,215 @@ def sweep_checkpoint(cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, An
     ref_tol = cfg.reference_tol or (tighter(min(tols)) if tols else 1e-7)
     reference = Reference(model, ref_tol, cfg.reference_images) if ode_blocks(model) else None
     flops = FlopCounter(model, (data.spec.channels, data.spec.image_size, data.spec.image_size))
-    # Evaluated as trained (after the float32 reference and FLOP tracing have copied the model):
+    # Evaluated as trained (after the float64 reference and FLOP tracing have copied the model):
     # a bf16 field stays bf16. torch.compile only changes speed and is left out.
     speed_up(model, channels_last=train.channels_last, amp=train.amp)
-    _warm_up(model, data.test, device, train.channels_last)
-    rows = [_evaluate_setting(model, s, data.test, device, cfg.limit_test_batches, reference, flops,
-                              train.channels_last) for s in settings]
+    probe = probe_batch(data.test, train.batch_size)
+    timing = {"warmup": cfg.timing_warmup, "repeats": cfg.timing_repeats}
+    run = SettingRun(model, data.test, device, limit, reference, flops, probe, timing, train.channels_last)
+    rows = []
+    for s in settings:
+        rows.append(run(s))
+        if progress is not None:
+            progress(len(rows), len(settings), rows[-1])
     meta = {"checkpoint": str(cfg.checkpoint), "backbone": train.backbone, "dataset": train.dataset,
             "train_setting": solver_label(train.to_dict()) or None, "train_tol": train.rtol,
             "train_solver": train.solver,
             "reference": (f"float64 dopri5 at rtol = atol = {ref_tol:g}, first {cfg.reference_images} images of each "
                           f"batch") if reference else None,
-            "images": rows[0]["images"], "limited": cfg.limit_test_batches is not None, "device": str(device),
-            "epoch": state["epoch"], "config": train.to_dict()}
-    meta["still_an_ode"] = still_an_ode(rows, train.rtol, train.solver)
+            "images": rows[0]["images"], "batch_size": batch_size, "limited": rows[0]["images"] < train_images,
+            "train_test_images": train_images, "act_mem_batch_size": len(probe[1]), "timing": timing,
+            "notes": sweep_notes(rows, model), "device": str(device), "epoch": state["epoch"],
+            "config": train.to_dict()}
+    meta["still_an_ode"] = still_an_ode(rows, train.rtol, train.solver, dataset=train.dataset)
     return meta, rows
 
 
-@torch.no_grad()
-def _warm_up(model: nn.Module, loader, device: torch.device, channels_last: bool) -> None:
-    """One untimed forward pass, so that the first setting's time_ms holds no one-off start-up cost."""
-    images, _ = to_device(next(iter(loader)), device, channels_last)
-    model(images)
-    reset_nfe(model)
+def train_test_images(train: TrainConfig, test_size: int) -> int:
+    """How many test images training's own evaluation used (all, unless --limit-test-batches)."""
+    if train.limit_test_batches is None:
+        return test_size
+    return min(test_size, train.limit_test_batches * train.test_batch_size)
+
+
+def probe_batch(loader, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``size`` test images and labels (fewer if the test set is smaller): a training batch's worth."""
+    images, labels, have = [], [], 0
+    for x, y in loader:
+        images.append(x[: size - have])
+        labels.append(y[: size - have])
+        have += len(images[-1])
+        if have >= size:
+            break
+    return torch.cat(images), torch.cat(labels)
+
+
+def sweep_notes(rows: list[dict[str, Any]], model: nn.Module) -> list[str]:
+    """Caveats the report prints beside the numbers."""
+    notes = []
+    dtype = next(model.parameters()).dtype
+    if dtype == torch.float32 and any(r["solver"] == "dopri8" for r in rows):
+        notes.append(DOPRI8_NOTE)
+    return notes
 
 
 def _train_config(state: dict, path: str) -> TrainConfig:
+    """The checkpoint's saved config, checked by the rules train.py applies to its own input."""
+    saved = state["config"]
+    if not isinstance(saved, dict):
+        raise ConfigError(f"checkpoint {path} holds no readable config (a {type(saved).__name__}); pass a last.pt "
+                          f"or best.pt that train.py wrote")
+    hints = typing.get_type_hints(TrainConfig)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    values = {}
+    for key, value in saved.items():
+        if key not in names:
+            raise ConfigError(f"checkpoint {path} holds a config with the unknown key {key!r}"
+                              f"{closest(str(key), names)}; evaluate it with the odenet version that wrote it")
+        values[key] = coerce(f"{key} in the config of checkpoint {path}", hints[key], value)
+    cfg = TrainConfig(**values)
     try:
-        return TrainConfig(**state["config"])
-    except TypeError as exc:
-        raise ConfigError(f"checkpoint {path} holds a config this version cannot read ({exc}); evaluate it with "
-                          f"the odenet version that wrote it") from None
+        resolve_train_config(cfg, set())
+    except ConfigError as exc:
+        raise ConfigError(f"checkpoint {path} holds a config train.py refuses ({exc}); pass a checkpoint train.py "
+                          f"wrote, or restore its config") from None
+    return cfg
 
 
-def _evaluate_setting(model: nn.Module, s: Setting, loader, device: torch.device, limit: int | None,
-                      reference: Reference | None, flops: FlopCounter, channels_last: bool = False) -> dict[str, Any]:
-    if s.solver is not None:
-        apply_setting(model, s)
-    recorder = BlockRecorder(model)
-    errors: list[float] = []
+@dataclass
+class SettingRun:
+    """Measures one setting of the sweep: accuracy, NFE and reference error from one pass,
+    time from ``timing["repeats"]`` passes after ``timing["warmup"]`` untimed ones, act_mem_mb
+    at the training batch size (``probe``), FLOPs."""
 
-    def measure_error() -> None:  # the largest block error of the batch just evaluated
-        if reference is not None:
-            batch = len(errors)
-            errors.append(max(reference.error(name, batch, x, y) for name, (x, y) in recorder.io.items()))
-        recorder.io.clear()  # nothing of this batch stays allocated into the next one's peak_mem_mb
+    model: nn.Module
+    loader: Any
+    device: torch.device
+    limit: int | None
+    reference: Reference | None
+    flops: FlopCounter
+    probe: tuple[torch.Tensor, torch.Tensor]
+    timing: dict[str, int]
+    channels_last: bool = False
 
-    try:
-        row = evaluate(model, loader, device, limit=limit, after_batch=measure_error, channels_last=channels_last)
-    finally:
-        recorder.remove()
-    images, labels = to_device(next(iter(loader)), device, channels_last)
-    # peak_mem_mb stays evaluate's (the inference batches'); this probe keeps a training graph
-    row["act_mem_mb"] = act_mem_mb(model, images, labels)
-    reset_nfe(model)  # the memory probe's evaluations are not part of the sweep
-    blocks = ode_blocks(model)
-    nfe = {name: row.get(f"nfe_forward/{name}", row.get("nfe_forward", 0.0)) for name in blocks}
-    row["flops"] = flops.per_image(nfe)
-    row["ode_error"] = sum(errors) / len(errors) if errors else None
-    atol = (s.tol if s.atol is None else s.atol) if s.tol is not None else None
-    return {"solver": s.solver, "tol": s.tol, "atol": atol, "steps": s.steps, **row}
+    def __call__(self, s: Setting) -> dict[str, Any]:
+        if s.solver is not None:
+            apply_setting(self.model, s)
+        try:
+            row = self._measure()
+        except SolverError as exc:
+            raise SolverError(f"setting {setting_label(s)} of the sweep failed: {exc.reason}", exc.solver,
+                              exc.phase) from None
+        atol = (s.tol if s.atol is None else s.atol) if s.tol is not None else None
+        return {"solver": s.solver, "tol": s.tol, "atol": atol, "steps": s.steps, **row}
+
+    def _measure(self) -> dict[str, Any]:
+        self._warm_up()
+        row, errors = self._first_pass()
+        passes = [row] + [self._evaluate() for _ in range(self.timing["repeats"] - 1)]
+        row.update(timing_summary(passes))
+        images, labels = to_device(self.probe, self.device, self.channels_last)
+        # peak_mem_mb stays evaluate's (the inference batches'); this probe keeps a training graph
+        row["act_mem_mb"] = act_mem_mb(self.model, images, labels)
+        reset_nfe(self.model)  # the memory probe's evaluations are not part of the sweep
+        blocks = ode_blocks(self.model)
+        nfe = {name: row.get(f"nfe_forward/{name}", row.get("nfe_forward", 0.0)) for name in blocks}
+        row["flops"] = self.flops.per_image(nfe)
+        row["ode_error"] = sum(errors) / len(errors) if errors else None
+        return row
+
+    @torch.no_grad()
+    def _warm_up(self) -> None:
+        """Untimed passes of the first batch, so that no one-off start-up cost lands in time_ms."""
+        images, _ = to_device(next(iter(self.loader)), self.device, self.channels_last)
+        for _ in range(self.timing["warmup"]):
+            self.model(images)
+        reset_nfe(self.model)
+
+    def _first_pass(self) -> tuple[dict[str, Any], list[float]]:
+        """The pass that also measures each batch's numerical error (outside its timed region)."""
+        recorder = BlockRecorder(self.model)
+        errors: list[float] = []
+
+        def measure_error() -> None:  # the largest block error of the batch just evaluated
+            if self.reference is not None:
+                batch = len(errors)
+                errors.append(max(self.reference.error(name, batch, x, y) for name, (x, y) in recorder.io.items()))
+            recorder.io.clear()  # nothing of this batch stays allocated into the next one's peak_mem_mb
+
+        try:
+            return self._evaluate(after_batch=measure_error), errors
+        finally:
+            recorder.remove()
+
+    def _evaluate(self, after_batch=None) -> dict[str, Any]:
+        return evaluate(self.model, self.loader, self.device, limit=self.limit, after_batch=after_batch,
+                        channels_last=self.channels_last)
 
 
-def run_eval(cfg: EvalConfig) -> Path:
-    """Sweep, then write sweep.csv/json, report.md/html, PNGs and TensorBoard entries; returns the folder."""
-    meta, rows = sweep_checkpoint(cfg)
+def timing_summary(passes: list[dict[str, Any]]) -> dict[str, Any]:
+    """time_ms (per batch) and images_per_s as the median over timed passes, with min, max and the noise flag."""
+    times = [p["time_ms"] for p in passes]
+    median = statistics.median(times)
+    return {"time_ms": median, "time_ms_min": min(times), "time_ms_max": max(times),
+            "time_noisy": (max(times) - min(times)) > NOISY_SPREAD * median,
+            "images_per_s": statistics.median(p["images_per_s"] for p in passes)}
+
+
+def setting_label(s: Setting) -> str:
+    if s.solver is None:
+        return "(no ODE solver)"
+    return f"{s.solver} tol {s.tol:g}" if s.tol is not None else f"{s.solver} steps {s.steps}"
+
+
+def format_table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The sweep as a plain-text table for the terminal."""
+    head = ["solver", "tol/steps", "acc", "nfe_forward", "time_ms median (min-max)", "images", "batch"]
+    body = []
+    for r in rows:
+        setting = "—" if r["solver"] is None else (f"{r['tol']:g}" if r["tol"] is not None else f"{r['steps']} steps")
+        time = f"{r['time_ms']:.1f} ({r['time_ms_min']:.1f}-{r['time_ms_max']:.1f})" + (" noisy" if r["time_noisy"]
+                                                                                       else "")
+        nfe = f"{r['nfe_forward']:.1f}" if "nfe_forward" in r else "—"
+        body.append([r["solver"] or meta["backbone"], setting, f"{r['acc']:.4f}", nfe, time, f"{r['images']:,}",
+                     str(meta["batch_size"])])
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [head, ["-" * w for w in widths], *body]]
+    return "\n".join(lines)
+
+
+class Progress:
+    """One line per finished setting on stdout, or a tqdm bar on a terminal's stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int, row: dict[str, Any]) -> None:
+        label = setting_label(Setting(row["solver"], tol=row["tol"], steps=row["steps"]))
+        if sys.stderr.isatty():
+            if self.bar is None:
+                # A terminal that reports no size (0 columns) still gets a bar of 80.
+                self.bar = tqdm(total=total, desc="sweep", unit="setting", file=sys.stderr, leave=False,
+                                ncols=shutil.get_terminal_size((80, 24)).columns or 80)
+            self.bar.set_postfix_str(f"{label}: acc {row['acc']:.4f}")
+            self.bar.update(1)
+            if done == total:
+                self.bar.close()
+        else:
+            nfe = f", nfe_forward {row['nfe_forward']:.1f}" if "nfe_forward" in row else ""
+            print(f"[{done}/{total}] {label}: acc {row['acc']:.4f}{nfe}, time_ms {row['time_ms']:.1f}", flush=True)
+
+
+def run_eval(cfg: EvalConfig, show: bool = True) -> Path:
+    """Sweep, print its progress and table (unless not ``show``), then write sweep.csv/json,
+    report.md/html, PNGs and TensorBoard entries.
+
+    Returns the output folder. Nothing is written unless every setting was measured.
+    """
+    meta, rows = sweep_checkpoint(cfg, progress=Progress() if show else None)
+    if show:
+        print(format_table(meta, rows))
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent
     write_sweep_files(meta, rows, out)
     report = sweep_report(meta, rows)

@@ -29,8 +29,8 @@ from torchdiffeq._impl.misc import _PerturbFunc
 from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from odenet.models.device_rk import (DeviceSolution, Field, RKState, block_problem, failure_message, solution_at,
-                                     start, step)
+from odenet.models.device_rk import Field, RKState, failure_message, solution_at, start, step
+from odenet.models.device_solve import DeviceSolution, block_problem
 from odenet.models.per_sample import PerSampleSolution
 from odenet.models.solvers import SolverError
 
@@ -42,7 +42,7 @@ def require_cuda(x: torch.Tensor) -> None:
     """Raise a clear error unless ``x`` lives on a CUDA device."""
     if not torch.cuda.is_available():
         raise RuntimeError("CUDA graphs need a CUDA device and torch.cuda.is_available() is False; on CPU use "
-                           "odenet.models.device_rk.solve_on_device (same step control, no graph)")
+                           "odenet.models.device_solve.solve_on_device (same step control, no graph)")
     if x.device.type != "cuda":
         raise ValueError(f"CUDA graphs capture work on the GPU; move the block and its input there "
                          f"(input is on {x.device})")

@@ -28,6 +28,7 @@ from torchdiffeq._impl.interp import _interp_fit
 from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _optimal_step_size
 from torchdiffeq._impl.odeint import SOLVERS
 
+from odenet.models.regularizers import record_step_error
 from odenet.models.solvers import ADAPTIVE_SOLVERS
 
 
@@ -60,7 +61,7 @@ class _LazyInterpolant(list):
         return super().__len__()
 
 
-def _combine(ks: list[torch.Tensor], coefficients: list[float]) -> torch.Tensor | None:
+def combine(ks: list[torch.Tensor], coefficients: list[float]) -> torch.Tensor | None:
     """Σ_j c_j · k_j with Python-number coefficients, zeros skipped; None if all are zero."""
     total = None
     for c, k in zip(coefficients, ks):
@@ -70,9 +71,9 @@ def _combine(ks: list[torch.Tensor], coefficients: list[float]) -> torch.Tensor 
     return total
 
 
-def _step_from(y0: torch.Tensor, dt: torch.Tensor, ks: list[torch.Tensor], coefficients: list[float]):
+def step_from(y0: torch.Tensor, dt: torch.Tensor, ks: list[torch.Tensor], coefficients: list[float]):
     """y0 + dt · Σ_j c_j k_j (one fused multiply-add on top of the combination)."""
-    total = _combine(ks, coefficients)
+    total = combine(ks, coefficients)
     return y0 if total is None else torch.addcmul(y0, total, dt)
 
 
@@ -107,23 +108,23 @@ class FastRKMixin:
                 ti, perturb = t1, Perturb.PREV
             else:
                 ti, perturb = t0 + alpha_i * dt, Perturb.NONE
-            yi = _step_from(y0, dt, ks, beta_i)
+            yi = step_from(y0, dt, ks, beta_i)
             ks.append(self.func(ti, yi, perturb=perturb))
         if not c["fsal"]:
-            yi = _step_from(y0, dt, ks, c["c_sol"])
-        error = _combine(ks, c["c_error"])
+            yi = step_from(y0, dt, ks, c["c_sol"])
+        error = combine(ks, c["c_error"])
         y1_error = error * dt if error is not None else torch.zeros_like(y0)
         return yi, ks[-1], y1_error, ks
 
     def _interp_fit(self, y0, y1, k, dt):
         """Coefficients of the step's interpolating polynomial; ``k`` is the list of stages."""
         dt = dt.type_as(y0)
-        y_mid = _step_from(y0, dt, k, self._tableau_floats()["mid"])
+        y_mid = step_from(y0, dt, k, self._tableau_floats()["mid"])
         return _interp_fit(y0, y1, y_mid, k[0], k[-1], dt)
 
     # ----------------------------------------------------------------------------------------
-    # torchdiffeq 0.2.5's RKAdaptiveStepsizeODESolver._adaptive_step, unchanged but for the two
-    # marked lines (the stage computation and the lazily built interpolant).
+    # torchdiffeq 0.2.5's RKAdaptiveStepsizeODESolver._adaptive_step, unchanged but for the three
+    # marked lines (the stage computation, the lazily built interpolant, ERNODE's error record).
     def _adaptive_step(self, rk_state):
         y0, f0, _, t0, dt, interp_coeff = rk_state
         if not torch.isfinite(dt):
@@ -163,6 +164,7 @@ class FastRKMixin:
 
         if accept_step:
             self.func.callback_accept_step(t0, y0, dt)
+            record_step_error(y1_error, dt, self.norm)  # odenet: ERNODE's Σ Eⱼ|Δtⱼ| when a block records it
             t_next = t1
             y_next = y1
             interp_coeff = _LazyInterpolant(lambda: self._interp_fit(y0, y_next, k, dt))  # odenet: lazy

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def norm(dim: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups, as in torchdiffeq's ``odenet_mnist.py``."""
-    return nn.GroupNorm(min(32, dim), dim)
+    """GroupNorm with up to 32 groups, as in torchdiffeq's ``odenet_mnist.py``; a width that 32 groups do not
+    divide (an ANODE-augmented state, 64 + k channels) gets the largest power-of-two group count that does."""
+    groups = min(32, dim)
+    return nn.GroupNorm(groups if dim % groups == 0 else math.gcd(32, dim), dim)
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -54,6 +58,19 @@ class ConvODEField(nn.Module):
         out = self.conv1(t, self.relu(self.norm1(x)))
         out = self.conv2(t, self.relu(self.norm2(out)))
         return self.norm3(out)
+
+
+class ZeroAugmented(nn.Module):
+    """``block`` run on x with ``extra`` zero channels appended (ANODE); returns the first C channels."""
+
+    def __init__(self, block: nn.Module, extra: int) -> None:
+        super().__init__()
+        self.block = block
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) → (B, C, H, W)
+        zeros = x.new_zeros(x.shape[0], self.extra, *x.shape[2:])
+        return self.block(torch.cat([x, zeros], dim=1))[:, : x.shape[1]]
 
 
 class PreActBlock(nn.Module):

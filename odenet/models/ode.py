@@ -8,9 +8,14 @@ run reports are exact rather than estimated:
   (f(t0, x0) and one trial evaluation, torchdiffeq's ``_select_initial_step``).
 * ``nfe_backward`` — evaluations made after the forward solve returned, i.e. by the adjoint
   ODE solved during ``loss.backward()``. Always 0 with direct backpropagation.
-* ``nfe_backprop`` — forward evaluations recorded with autograd on, i.e. the evaluations
-  direct backpropagation differentiates through. 0 with the adjoint (its forward solve runs
-  under ``no_grad``) and in evaluation.
+* ``nfe_backprop`` — forward evaluations that direct backpropagation differentiates through:
+  those recorded with autograd on and reachable from the block's output. A rejected step's
+  evaluations are not (torchdiffeq restarts from the step's y0 and f0, and computes the next
+  step size under ``no_grad``), so they are left out; the two evaluations of
+  ``_select_initial_step`` are in (f0 is the first step's k1, and the trial evaluation shapes
+  the first step size, which is not computed under ``no_grad``), the trial one only if the
+  first step is accepted. 0 with the adjoint (its forward solve runs under ``no_grad``) and in
+  evaluation. tests/test_measure.py checks it against a walk of the loss's autograd graph.
 
 Phases are told apart by where the call happens (inside or outside ``ODEBlock.forward``),
 not by a flag a training loop must remember to set, so evaluation passes cannot leak into
@@ -80,11 +85,20 @@ class _CountedField(nn.Module):
         self.stats = stats
         self.autocast = autocast
         self.solving_forward = False
+        self.start_solve()
+
+    def start_solve(self) -> None:
+        """Forget the step bookkeeping of an earlier solve (called as each forward solve starts)."""
+        self._step_recorded = 0  # evaluations with autograd on since the current step began
+        self._initial_recorded = 0  # ... made before the first step (choosing the first step size)
+        self._steps_begun = 0
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.solving_forward:
             self.stats.nfe_forward += 1
-            self.stats.nfe_backprop += torch.is_grad_enabled()
+            recorded = torch.is_grad_enabled()
+            self.stats.nfe_backprop += recorded
+            self._step_recorded += recorded
         else:
             self.stats.nfe_backward += 1
         if self.autocast is None:
@@ -95,6 +109,12 @@ class _CountedField(nn.Module):
             return self.func(t, x).to(x.dtype)
 
     def callback_step(self, t0, y0, dt) -> None:
+        # torchdiffeq calls this as a step begins, before any of the step's evaluations.
+        if self.solving_forward:
+            if self._steps_begun == 0:
+                self._initial_recorded = self._step_recorded
+            self._steps_begun += 1
+            self._step_recorded = 0
         self.stats.steps_attempted += 1
 
     def callback_step_adjoint(self, t0, y0, dt) -> None:
@@ -107,6 +127,12 @@ class _CountedAdaptiveField(_CountedField):
 
     def callback_reject_step(self, t0, y0, dt) -> None:
         self.stats.steps_rejected += 1
+        # Nothing this step evaluated reaches the loss: the solver retries from (y0, f0) with a
+        # step size computed under no_grad. A rejected first step also cuts off the initial
+        # step-size trial (every initial evaluation but f0, which stays the next step's k1).
+        drop = self._step_recorded + (max(self._initial_recorded - 1, 0) if self._steps_begun == 1 else 0)
+        self.stats.nfe_backprop -= drop
+        self._step_recorded = 0
 
     def callback_accept_step_adjoint(self, t0, y0, dt) -> None:
         self.stats.steps_accepted_backward += 1
@@ -164,6 +190,7 @@ class ODEBlock(nn.Module):
         s = self.solver
         kwargs = {"rtol": s.rtol, "atol": s.atol, "method": torchdiffeq_method(s), "options": s.options()}
         self._counted.solving_forward = True
+        self._counted.start_solve()
         try:
             if s.adjoint and torch.is_grad_enabled():
                 return odeint_adjoint(self._counted, x, t, adjoint_params=tuple(self.func.parameters()),

@@ -1,4 +1,4 @@
-"""The backbones of Chen et al. 2018, Table 1 (MNIST): mlp, resnet, rknet, odenet.
+"""The backbones of Chen et al. 2018, Table 1 (MNIST): mlp, resnet, rknet, odenet; and stem-only, the ablation.
 
 Parameter counts on MNIST equal torchdiffeq's ``examples/odenet_mnist.py`` (conv downsampling):
 mlp 238,510; resnet 576,778; odenet and rknet 208,266.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from odenet.models.backbones import Classifier, register_backbone
-from odenet.models.layers import ConvODEField, PreActBlock, paper_head, paper_stem
+from odenet.models.layers import ConvODEField, PreActBlock, ZeroAugmented, paper_head, paper_stem
 from odenet.models.ode import ODEBlock
 from odenet.models.solvers import DEFAULT_STEPS, SolverConstraint, SolverSettings
 
@@ -29,12 +29,25 @@ def resnet(*, in_channels: int, num_classes: int, width: int = 64, depth: int = 
                       paper_head(width, num_classes))
 
 
+@register_backbone("stem-only")
+def stem_only(*, in_channels: int, num_classes: int, width: int = 64, image_size: int = 28) -> Classifier:
+    """The shared stem and head with nothing between: what the conv front-end alone achieves (the ablation)."""
+    del image_size
+    return Classifier(paper_stem(in_channels, width), nn.Identity(), paper_head(width, num_classes))
+
+
 @register_backbone("odenet", ode=True)
 def odenet(*, in_channels: int, num_classes: int, solver: SolverSettings | None = None, width: int = 64,
-           image_size: int = 28) -> Classifier:
-    """Stem + one ODE block in place of the residual blocks + head."""
+           image_size: int = 28, augment_dim: int = 0) -> Classifier:
+    """Stem + one ODE block in place of the residual blocks + head.
+
+    ``augment_dim`` (ANODE, Dupont et al. 2019, §4): k zero channels appended to the ODE state, the
+    field widened to match; the head reads the first ``width`` channels, so it stays the shared one.
+    """
     del image_size
-    return Classifier(paper_stem(in_channels, width), ODEBlock(ConvODEField(width), solver or SolverSettings()),
+    stem = paper_stem(in_channels, width)  # created first: the same seed gives the same weights as before ANODE
+    block = ODEBlock(ConvODEField(width + augment_dim), solver or SolverSettings())
+    return Classifier(stem, ZeroAugmented(block, augment_dim) if augment_dim else block,
                       paper_head(width, num_classes))
 
 

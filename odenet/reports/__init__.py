@@ -3,9 +3,10 @@
 Nothing here imports torch, so a report can be rebuilt anywhere from copied run directories.
 Two reports exist, each a :class:`Report` of Markdown sections and matplotlib figures:
 
-* :func:`combined_report` over many training runs (:mod:`.combined`, read by :mod:`.runs`):
-  Table 1 of Chen et al. 2018 with the paper's numbers beside ours, the four panels of its
-  Figure 3, and accuracy / memory against NFE and tolerance;
+* :func:`combined_report` over many training runs (:mod:`.combined`, read by :mod:`.runs`, tables
+  and ``sweep_points.csv`` in :mod:`.tables`): Table 1 of Chen et al. 2018 with the paper's rows
+  beside the runs comparable with them, the four panels of its Figure 3, and accuracy / memory
+  against NFE and tolerance, each stating the images and batch size behind its numbers;
 * :func:`sweep_report` for one checkpoint's test-time tolerance sweep (:mod:`.sweep`, eval.py).
 
 :func:`write_report` (:mod:`.render`) writes either as ``report.md``, a self-contained
@@ -14,9 +15,10 @@ Two reports exist, each a :class:`Report` of Markdown sections and matplotlib fi
 
 from odenet.reports.combined import combined_report, linear_fit
 from odenet.reports.render import Report, Section, fmt, md_table, png_bytes, write_report
-from odenet.reports.runs import ReportError, Run, common_parent, find_runs, load_run
+from odenet.reports.runs import ReportError, Run, common_parent, find_runs, label_runs, load_run, run_status
 from odenet.reports.sweep import SWEEP_COLUMNS, still_an_ode, sweep_report, tighter, write_sweep_files
 
 __all__ = ["SWEEP_COLUMNS", "Report", "ReportError", "Run", "Section", "combined_report", "common_parent",
-           "find_runs", "fmt", "linear_fit", "load_run", "md_table", "png_bytes", "still_an_ode", "sweep_report",
+           "find_runs", "fmt", "label_runs", "linear_fit", "load_run", "md_table", "png_bytes", "run_status",
+           "still_an_ode", "sweep_report",
            "tighter", "write_report", "write_sweep_files"]

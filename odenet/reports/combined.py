@@ -8,24 +8,14 @@ import statistics
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from odenet.reports.render import Report, Section, finish_figure, fmt, md_table, new_figure
-from odenet.reports.runs import Run
-from odenet.reports.sweep import by_solver, still_an_ode, tol_line
+from odenet.reports.render import Report, Section, finish_figure, new_figure, pad_x
+from odenet.reports.runs import Run, label_runs
+from odenet.reports.sweep import by_solver, legend_note, still_an_ode, tol_line
+from odenet.reports.tables import PAPER_DATASET, runs_table, sweep_points_csv, table1
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-# Chen et al. 2018, Table 1 (MNIST). Memory and time are the paper's asymptotic claims:
-# L = number of layers, L~ = number of function evaluations.
-PAPER_TABLE1 = {
-    "mlp": {"error": "1.60%", "params": "0.24 M", "memory": "-", "time": "-"},
-    "resnet": {"error": "0.41%", "params": "0.60 M", "memory": "O(L)", "time": "O(L)"},
-    "rknet": {"error": "0.47%", "params": "0.22 M", "memory": "O(L~)", "time": "O(L~)"},
-    "odenet": {"error": "0.42%", "params": "0.22 M", "memory": "O(1)", "time": "O(L~)"},
-}
-TABLE1_ORDER = ("mlp", "resnet", "rknet", "odenet")
-
 
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     """Least-squares slope and intercept; None when x does not vary."""
@@ -35,47 +25,6 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     sxx = sum((x - mx) ** 2 for x in xs)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     return slope, my - slope * mx
-
-
-def runs_table(runs: list[Run]) -> str:
-    """One row per run: final test accuracy and the last epoch's mean measurements."""
-    header = ["run", "epochs", "test acc", "best acc", "nfe_forward", "nfe_backward", "act_mem_mb", "peak_mem_mb",
-              "time_step_ms", "params", "status"]
-    rows = []
-    for run in runs:
-        means, test = run.last_epoch_means(), run.final_test()
-        s = run.summary or {}
-        rows.append([f"`{run.name}`", fmt(test.get("epoch"), "d"), fmt(test.get("acc")), fmt(s.get("best_acc")),
-                     fmt(means.get("nfe_forward"), ".1f"), fmt(means.get("nfe_backward"), ".1f"),
-                     fmt(means.get("act_mem_mb"), ".1f"), fmt(means.get("peak_mem_mb"), ".1f"),
-                     fmt(means.get("time_step_ms"), ".0f"), fmt(s.get("params"), ","),
-                     "complete" if run.summary else "incomplete"])
-    return md_table(header, rows)
-
-
-def table1(runs: list[Run]) -> str:
-    """Chen et al. 2018 Table 1 with our measured figures beside the paper's."""
-    header = ["method", "test error", "paper", "params", "paper", "act_mem_mb", "peak_mem_mb", "paper memory",
-              "time_step_ms", "nfe_forward", "paper time"]
-    rows = []
-    by_backbone = defaultdict(list)
-    for run in runs:
-        by_backbone[run.config["backbone"]].append(run)
-    for backbone in TABLE1_ORDER + tuple(b for b in sorted(by_backbone) if b not in TABLE1_ORDER):
-        paper = PAPER_TABLE1.get(backbone, {"error": "—", "params": "—", "memory": "—", "time": "—"})
-        for run in by_backbone.get(backbone) or [None]:
-            if run is None:
-                rows.append([backbone + " (not run)", "—", paper["error"], "—", paper["params"], "—", "—",
-                             paper["memory"], "—", "—", paper["time"]])
-                continue
-            means, test = run.last_epoch_means(), run.final_test()
-            params = (run.summary or {}).get("params")
-            rows.append([run.label, fmt(100 * (1 - test["acc"]), ".2f") + "%" if test else "—", paper["error"],
-                         fmt(params / 1e6, ".3f") + " M" if params else "—", paper["params"],
-                         fmt(means.get("act_mem_mb"), ".1f"), fmt(means.get("peak_mem_mb"), ".1f"), paper["memory"],
-                         fmt(means.get("time_step_ms"), ".0f"), fmt(means.get("nfe_forward"), ".1f"),
-                         paper["time"]])
-    return md_table(header, rows)
 
 
 def _epoch_means(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -88,11 +37,21 @@ def _epoch_means(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
 
 
+def sweep_note(run: Run) -> str:
+    """" (250 images, limited)": where a run's sweep numbers come from, for its legend entries."""
+    return f" ({legend_note(run.sweep_meta)})"
+
+
+def test_note(run: Run) -> str:
+    """" (1,000 test images)": where a run's final test numbers come from, for its legend entries."""
+    return f" ({run.test_images:,} test images)" if run.test_images else " (test images not recorded)"
+
+
 def _sweep_lines(ax: Axes, run: Run, rows: list[dict], xkey: str, ykey: str) -> None:
     """One line per solver of a run's sweep: a sweep over several solvers is several curves."""
     for solver, group in by_solver(rows).items():
         label = run.label if solver == run.config.get("solver") else f"{run.label}, evaluated with {solver}"
-        tol_line(ax, group, xkey, ykey, label)
+        tol_line(ax, group, xkey, ykey, label + sweep_note(run))
 
 
 def fig3a(runs: list[Run]) -> Figure:
@@ -112,7 +71,7 @@ def fig3b(runs: list[Run]) -> Figure:
     swept = [r for r in runs if r.sweep and any(row.get("nfe_forward") for row in r.sweep)]
     if swept:
         fig, ax = new_figure("Fig. 3b: NFE vs forward time (test-time sweep)", "nfe_forward per batch",
-                             "forward time per test batch (ms)")
+                             "forward time per test batch (ms, median, min–max)")
         for run in swept:
             _sweep_lines(ax, run, [row for row in run.sweep if row.get("nfe_forward")], "nfe_forward", "time_ms")
         return finish_figure(fig, ax)
@@ -121,7 +80,8 @@ def fig3b(runs: list[Run]) -> Figure:
         rows = [r for r in run.train_rows if "nfe_forward" in r]
         if rows:
             ax.scatter([r["nfe_forward"] for r in rows], [r["time_forward_ms"] for r in rows], s=6, alpha=0.5,
-                       label=run.label)
+                       label=f"{run.label} (batch {run.config.get('batch_size', '—')})")
+    pad_x(ax)
     return finish_figure(fig, ax, None if any(r.is_ode for r in runs) else "no ODE runs")
 
 
@@ -134,7 +94,7 @@ def fig3c(runs: list[Run]) -> Figure:
         xs = [r["nfe_forward"] for r in run.train_rows]
         ys = [r["nfe_backward"] for r in run.train_rows]
         top = max([top, *xs, *ys])
-        ax.scatter(xs, ys, s=6, alpha=0.5, label=run.label)
+        ax.scatter(xs, ys, s=6, alpha=0.5, label=f"{run.label} (batch {run.config.get('batch_size', '—')})")
     if adjoint:
         ax.plot([0, top], [0, top], "k--", lw=0.8, label="backward = forward")
         ax.plot([0, top], [0, top / 2], "k:", lw=0.8, label="backward = forward / 2 (paper)")
@@ -142,18 +102,29 @@ def fig3c(runs: list[Run]) -> Figure:
                                                         "add --adjoint runs to the grid")
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def fig3d(runs: list[Run]) -> Figure:
-    """Mean forward NFE per epoch of each ODE run (and backward NFE of adjoint runs)."""
+    """Mean forward NFE per epoch of each ODE run (and backward NFE of adjoint runs).
+
+    Runs often share their NFE exactly (direct and adjoint solve the same forward pass): each run
+    gets its own hollow marker, drawn smaller than the one before, so a line behind another shows.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = new_figure("Fig. 3d: NFE over training", "epoch", "mean NFE per step")
-    for run in runs:
-        if not run.is_ode:
-            continue
+    ode = [r for r in runs if r.is_ode]
+    for k, run in enumerate(ode):
+        style = {"marker": MARKERS[k % len(MARKERS)], "markersize": 9 - 5 * k / max(len(ode), 1),
+                 "markerfacecolor": "none", "alpha": 0.85}
         epochs, values = _epoch_means(run.train_rows, "nfe_forward")
-        line = ax.plot(epochs, values, "o-", label=f"{run.label} forward")[0]
+        line = ax.plot(epochs, values, "-", label=f"{run.label} forward", **style)[0]
         if run.adjoint:
             epochs, values = _epoch_means(run.train_rows, "nfe_backward")
-            ax.plot(epochs, values, "s--", color=line.get_color(), label=f"{run.label} backward")
-    return finish_figure(fig, ax, None if any(r.is_ode for r in runs) else "no ODE runs")
+            ax.plot(epochs, values, "--", color=line.get_color(), label=f"{run.label} backward", **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return finish_figure(fig, ax, None if ode else "no ODE runs")
 
 
 def fig_acc_vs_nfe(runs: list[Run]) -> Figure:
@@ -162,9 +133,10 @@ def fig_acc_vs_nfe(runs: list[Run]) -> Figure:
     for run in runs:
         test = run.final_test()
         if test and "nfe_forward" in test:
-            ax.scatter([test["nfe_forward"]], [test["acc"]], label=run.label)
+            ax.scatter([test["nfe_forward"]], [test["acc"]], label=run.label + test_note(run))
         elif test:
-            ax.axhline(test["acc"], ls="--", lw=0.8, color="gray", label=f"{run.label} (no ODE)")
+            ax.axhline(test["acc"], ls="--", lw=0.8, color="gray", label=f"{run.label} (no ODE){test_note(run)}")
+    pad_x(ax)
     return finish_figure(fig, ax)
 
 
@@ -172,18 +144,21 @@ def fig_acc_vs_tol(runs: list[Run]) -> Figure:
     """Final test accuracy against the training tolerance (one line per kind of run) and against the
     test-time tolerances of each run's sweep (one line per solver)."""
     fig, ax = new_figure("Test accuracy vs tolerance", "tolerance", "test acc", logx=True)
-    trained = defaultdict(list)  # one line per kind of run: backbone, solver, direct or adjoint
+    trained = defaultdict(list)  # one line per kind of run: backbone, solver, direct or adjoint, dataset, images
+    mixed = len({r.dataset for r in runs}) > 1
     for r in runs:
         if r.config.get("rtol") and r.final_test():
-            kind = f"{r.config['backbone']} {r.config['solver']} {'adjoint' if r.adjoint else 'direct'}"
-            trained[kind].append((r.config["rtol"], r.final_test()["acc"]))
-    for kind, points in trained.items():
-        ax.plot(*zip(*sorted(points)), "o-", label=f"{kind}, trained at this tolerance")
+            kind = (f"{r.config['backbone']} {r.config['solver']} {'adjoint' if r.adjoint else 'direct'}"
+                    f"{f' [{r.dataset}]' if mixed else ''}")
+            trained[kind, test_note(r)].append((r.config["rtol"], r.final_test()["acc"]))
+    for (kind, note), points in trained.items():
+        ax.plot(*zip(*sorted(points)), "o-", label=f"{kind}, trained at this tolerance{note}")
     for run in runs:
         for solver, group in by_solver([r for r in run.sweep if r.get("tol")]).items():
             points = sorted((r["tol"], r["acc"]) for r in group)
             with_solver = "" if solver == run.config.get("solver") else f" with {solver}"
-            ax.plot(*zip(*points), "x--", label=f"{run.label}: evaluated{with_solver} at other tolerances")
+            ax.plot(*zip(*points), "x--",
+                    label=f"{run.label}: evaluated{with_solver} at other tolerances{sweep_note(run)}")
     return finish_figure(fig, ax, None if trained or any(r.sweep for r in runs) else "no adaptive-solver runs")
 
 
@@ -194,12 +169,14 @@ def fig_memory_vs_nfe(runs: list[Run]) -> Figure:
         rows = [r for r in run.train_rows if "act_mem_mb" in r]
         if not rows:
             continue
+        batch = run.config.get("batch_size", "—")
         if run.is_ode:
             ax.scatter([r["nfe_forward"] for r in rows], [r["act_mem_mb"] for r in rows], s=8, alpha=0.5,
-                       marker="s" if run.adjoint else "o", label=run.label)
+                       marker="s" if run.adjoint else "o", label=f"{run.label} (batch {batch})")
         else:
             ax.axhline(statistics.fmean(r["act_mem_mb"] for r in rows), ls="--", lw=0.8, color="gray",
-                       label=f"{run.label} (fixed depth)")
+                       label=f"{run.label} (fixed depth, batch {batch})")
+    pad_x(ax)
     return finish_figure(fig, ax)
 
 
@@ -209,55 +186,92 @@ def measured_findings(runs: list[Run]) -> str:
     for run in runs:
         if not run.is_ode:
             continue
-        rows = run.train_rows
-        if run.adjoint and rows:
+        rows, batch, who = run.train_rows, run.config.get("batch_size", "—"), f"`{run.folder or run.name}`"
+        if not rows:
+            continue
+        if run.adjoint:
             ratios = [r["nfe_backward"] / r["nfe_forward"] for r in rows if r.get("nfe_forward")]
-            lines.append(f"- `{run.name}`: backward/forward NFE ratio median {statistics.median(ratios):.2f} "
+            lines.append(f"- {who}: backward/forward NFE ratio median {statistics.median(ratios):.2f} "
                          f"(range {min(ratios):.2f}–{max(ratios):.2f}) over {len(ratios)} steps. The paper reports "
                          f"backward ≈ half of forward; this is what torchdiffeq's adjoint measured here.")
         fit = linear_fit([r["nfe_forward"] for r in rows], [r["act_mem_mb"] for r in rows])
         if fit:
             per_nfe = fit[0]
-            lines.append(f"- `{run.name}`: act_mem_mb grows by {per_nfe:.3f} MiB per extra forward NFE "
+            lines.append(f"- {who}: act_mem_mb (training batch {batch}) grows by {per_nfe:.3f} MiB "
+                         f"per extra forward NFE "
                          f"({'adjoint: flat expected' if run.adjoint else 'direct backprop: linear expected'}).")
         else:
-            lines.append(f"- `{run.name}`: NFE did not vary across steps, so memory against NFE has no slope to fit "
-                         f"(act_mem_mb {statistics.fmean(r['act_mem_mb'] for r in rows):.1f} at every step).")
+            lines.append(f"- {who}: NFE did not vary across steps, so memory against NFE has no slope to fit "
+                         f"(act_mem_mb {statistics.fmean(r['act_mem_mb'] for r in rows):.1f} at every step, "
+                         f"batch {batch}).")
         per_nfe = [r["time_forward_ms"] / r["nfe_forward"] for r in rows[1:] if r.get("nfe_forward")]
         if per_nfe:
-            lines.append(f"- `{run.name}`: forward pass {statistics.median(per_nfe):.2f} ms per NFE (median over "
+            lines.append(f"- {who}: forward pass {statistics.median(per_nfe):.2f} ms per NFE (median over "
                          f"{len(per_nfe)} steps of time_forward_ms / nfe_forward, stem and head included, first "
                          f"step left out as warm-up).")
         by_tol = {r["tol"]: r for r in run.sweep if r.get("tol")}
         if by_tol:
-            verdict = still_an_ode(run.sweep, run.config.get("rtol"), run.config.get("solver"))
+            verdict = still_an_ode(run.sweep, run.config.get("rtol"), run.config.get("solver"), run.dataset,
+                                   run.sweep_meta.get("images"))
             if verdict:
-                lines.append(f"- `{run.name}`: {verdict['text']}")
+                lines.append(f"- {who} (test-time sweep{sweep_note(run)}): {verdict['text']}")
     return "\n".join(lines) if lines else "No ODE runs among these runs."
 
 
+def sweep_caption(runs: list[Run]) -> str:
+    """Where the test-time sweeps' numbers come from, run by run, when any run has one."""
+    lines = []
+    for run in (r for r in runs if r.sweep):
+        meta, test_images = run.sweep_meta, run.test_images
+        images = meta.get("images")
+        parts = [f"{images:,} test images" if isinstance(images, int) else "images not recorded"]
+        if meta.get("limited") or (isinstance(images, int) and test_images and images < test_images):
+            parts[0] += f" (**limited**; training's evaluation: {test_images:,})" if test_images else " (**limited**)"
+        if meta.get("batch_size"):
+            parts.append(f"batch {meta['batch_size']}")
+        if meta.get("act_mem_batch_size"):
+            parts.append(f"act_mem_mb at batch {meta['act_mem_batch_size']} "
+                         f"(training's at {run.config.get('batch_size', '—')})")
+        lines.append(f"- `{run.folder or run.name}`: {', '.join(parts)}.")
+    return ("Test-time sweeps (Fig. 3a, 3b, accuracy against tolerance):\n\n" + "\n".join(lines)) if lines else ""
+
+
 def combined_report(runs: list[Run], title: str = "odenet: training-run comparison") -> Report:
-    """The report over ``runs``: runs table, Table 1, Figure 3 a–d, accuracy and memory plots, findings."""
+    """The report over ``runs``: runs table, Table 1, Figure 3 a–d, accuracy and memory plots, findings,
+    and ``sweep_points.csv`` (every run's test-time sweep, tidy)."""
+    label_runs(runs)
     figures = {"fig3a_nfe_vs_error": fig3a(runs), "fig3b_nfe_vs_time": fig3b(runs),
                "fig3c_nfe_forward_vs_backward": fig3c(runs), "fig3d_nfe_over_training": fig3d(runs),
                "acc_vs_nfe": fig_acc_vs_nfe(runs), "acc_vs_tol": fig_acc_vs_tol(runs),
                "memory_vs_nfe": fig_memory_vs_nfe(runs)}
-    dataset = ", ".join(sorted({r.config["dataset"] for r in runs}))
+    dataset = ", ".join(sorted({r.dataset for r in runs}))
+    paper, others = table1(runs)
+    if others:
+        others = ("Runs not comparable with the paper (smoke: limited batches; short: under 5 epochs; unfinished; "
+                  f"or not {PAPER_DATASET}); no paper numbers beside them:\n\n" + others)
+    sweeps = sweep_caption(runs)
     sections = [
-        Section("Runs", f"Dataset: {dataset}. Test accuracy is the final model's; other columns are means over the "
-                        f"last epoch's training steps.\n\n{runs_table(runs)}"),
+        Section("Runs", f"Dataset: {dataset}. Test accuracy is the final model's on `test images` images; other "
+                        f"columns are means over the last epoch's training steps at the training batch size "
+                        f"(`batch`: train/test). `status` marks smoke runs (limited batches: their numbers only show "
+                        f"the code runs) and short runs (under 5 epochs)."
+                        f"\n\n{runs_table(runs)}"),
         Section("Table 1 (Chen et al. 2018) with our measurements",
-                "Test error of the final model; `act_mem_mb` = MiB of tensors saved for backward per step "
+                "Test error of the final model; `act_mem_mb` = MiB of tensors saved for backward per training step "
                 "(measured, not an O() claim), `peak_mem_mb` = CUDA peak (— on CPU); `time_step_ms` = forward + "
-                "backward + optimizer per batch. The paper's columns are its MNIST numbers (160 epochs on 60,000 "
-                "images), so they compare with ours only for runs with that recipe.\n\n" + table1(runs)),
+                "backward + optimizer per batch. The paper's rows are its MNIST numbers (60,000 training and "
+                "10,000 test images); only finished, non-smoke MNIST runs stand beside them.\n\n" + paper
+                + (f"\n\n{others}" if others else "")),
         Section("Figure 3", "(a) ODE-block output error against a much tighter reference solve, per test-time "
-                            "tolerance; (b) forward time against NFE (test-time sweep where there is one, else the "
-                            "training steps); (c) backward against forward NFE of the adjoint runs' training "
-                            "steps; (d) mean NFE per epoch.",
+                            "tolerance; (b) forward time against NFE (test-time sweep where there is one, with "
+                            "min–max bars where measured, else the training steps); (c) backward against forward "
+                            "NFE of the adjoint runs' training steps; (d) mean NFE per epoch."
+                            + (f"\n\n{sweeps}" if sweeps else ""),
                 ["fig3a_nfe_vs_error", "fig3b_nfe_vs_time", "fig3c_nfe_forward_vs_backward",
                  "fig3d_nfe_over_training"]),
-        Section("Accuracy, tolerance and memory", "", ["acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe"]),
+        Section("Accuracy, tolerance and memory", "Legends give the images (test) or batch size (training) behind "
+                                                  "each curve.", ["acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe"]),
         Section("What these runs measured", measured_findings(runs)),
     ]
-    return Report(title, sections, figures)
+    files = {"sweep_points.csv": sweep_points_csv(runs)} if any(r.sweep for r in runs) else {}
+    return Report(title, sections, figures, files)

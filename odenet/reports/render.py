@@ -19,14 +19,18 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}"
-              "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
-              "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+# Wide tables scroll inside their own box (.scroll) instead of overflowing the page; cells never wrap,
+# so a row stays one line and columns stay aligned.
+HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;color:#222}"
+              ".scroll{overflow-x:auto;margin:1rem 0}table{border-collapse:collapse;font-size:.8rem}"
+              "td,th{border:1px solid #ccc;padding:.2rem .4rem;text-align:right;white-space:nowrap}"
+              "th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
               "img{max-width:100%}code{background:#f4f4f4}")
 
 
 def fmt(value: Any, spec: str = ".4g") -> str:
-    """A table cell: "—" for a missing value, ``spec`` for numbers ("," groups an int's thousands)."""
+    """A table cell: "—" for a missing value (the one glyph for missing, everywhere), ``spec`` for numbers
+    ("," groups an int's thousands)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, bool) or isinstance(value, str):
@@ -62,6 +66,7 @@ class Report:
     title: str
     sections: list[Section]
     figures: dict[str, Figure]
+    files: dict[str, str] = field(default_factory=dict)  # other files written beside it: name → text (CSV)
     _pngs: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def png(self, name: str) -> bytes:
@@ -86,6 +91,7 @@ def to_html(report: Report) -> str:
     import markdown  # a dependency of tensorboard
 
     body = markdown.markdown(report.markdown(embed=True), extensions=["tables"])
+    body = body.replace("<table>", "<div class='scroll'><table>").replace("</table>", "</table></div>")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{report.title}</title>"
             f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
@@ -94,7 +100,7 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write report.md (+ PNGs beside it) and a self-contained report.html into ``out_dir``.
 
     Returns:
-        The path of each file written: figure names, "report.md" and "report.html".
+        The path of each file written: figure names, "report.md", "report.html" and the report's files.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +112,9 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     written["report.md"].write_text(report.markdown())
     written["report.html"] = out / "report.html"
     written["report.html"].write_text(to_html(report))
+    for name, text in report.files.items():
+        written[name] = out / name
+        written[name].write_text(text)
     return written
 
 
@@ -128,12 +137,27 @@ def new_figure(title: str, xlabel: str, ylabel: str, logx: bool = False, logy: b
     return fig, ax
 
 
+def pad_x(ax: Axes) -> None:
+    """Widen a linear x axis whose data hardly vary (one NFE value drew a 19–21 axis that reads as a range)."""
+    lo, hi = ax.dataLim.intervalx
+    if ax.get_xscale() != "linear" or not (math.isfinite(lo) and math.isfinite(hi)):
+        return
+    centre = (lo + hi) / 2
+    half = max(0.15 * abs(centre), 2.0)
+    if hi - lo < half:
+        ax.set_xlim(max(0.0, centre - half) if lo >= 0 else centre - half, centre + half)
+
+
 def finish_figure(fig: Figure, ax: Axes, empty_note: str | None = None) -> Figure:
     """Add the legend (or ``empty_note`` across an empty plot), lay out and release ``fig`` from pyplot."""
     if empty_note:
         ax.text(0.5, 0.5, empty_note, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
     elif ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        labels = ax.get_legend_handles_labels()[1]
+        if len(labels) > 3 or max(map(len, labels)) > 40:  # long legends go under the axes, off the data
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+        else:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     import matplotlib.pyplot as plt
 

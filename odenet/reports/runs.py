@@ -28,6 +28,9 @@ class Run:
     rows: list[dict[str, Any]]
     summary: dict[str, Any] | None
     sweep: list[dict[str, Any]] = field(default_factory=list)
+    sweep_meta: dict[str, Any] = field(default_factory=dict)
+    display: str | None = None  # the label among other runs (set by label_runs); None: run_label alone
+    folder: str | None = None  # the folder's name among other runs: parent/name where names collide
 
     @property
     def name(self) -> str:
@@ -43,7 +46,27 @@ class Run:
 
     @property
     def label(self) -> str:
-        return run_label(self.config)
+        return self.display or run_label(self.config)
+
+    @property
+    def dataset(self) -> str:
+        return self.config.get("dataset") or "—"
+
+    @property
+    def epochs_done(self) -> int | None:
+        """The last epoch with a test evaluation (else the last training epoch), None before any."""
+        rows = self.test_rows or self.train_rows
+        return rows[-1]["epoch"] if rows else None
+
+    @property
+    def test_images(self) -> int | None:
+        """Images of the final test evaluation (rows written before the count was logged: None)."""
+        return self.final_test().get("images")
+
+    @property
+    def status(self) -> str:
+        """"complete" / "incomplete", with why the numbers are not a full run's ("smoke: ...")."""
+        return run_status(self.config, self.summary is not None, self.epochs_done)
 
     @property
     def train_rows(self) -> list[dict]:
@@ -80,12 +103,12 @@ def load_run(path: str | Path) -> Run:
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     sweep_path = path / "sweep.json"
-    sweep = json.loads(sweep_path.read_text())["rows"] if sweep_path.is_file() else []
+    saved = json.loads(sweep_path.read_text()) if sweep_path.is_file() else {}
     try:
         rows = read_metrics(path / "metrics.jsonl")
     except MetricsError as exc:  # report callers catch one error family
         raise ReportError(str(exc)) from exc
-    return Run(path, config, rows, summary, sweep)
+    return Run(path, config, rows, summary, saved.get("rows", []), saved.get("meta") or {})
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
@@ -114,3 +137,46 @@ def common_parent(paths: list[Path]) -> Path:
     while any(common not in [p, *p.parents] for p in parents):
         common = common.parent
     return common
+
+
+SHORT_EPOCHS = 5  # fewer epochs than this is a smoke run: accuracy still climbing steeply, far from converged
+
+
+def run_status(config: dict[str, Any], finished: bool, epochs_done: int | None = None) -> str:
+    """A run's status cell: "complete" or "incomplete", plus "smoke (...)" or "short (...)" saying why
+    its numbers are not a full run's.
+
+    Smoke: ``limit_train_batches`` / ``limit_test_batches`` set (its numbers check that the code runs,
+    not what the model can do); short: fewer than :data:`SHORT_EPOCHS` epochs (far from converged).
+    """
+    reasons = []
+    if config.get("limit_train_batches"):
+        reasons.append(f"{config['limit_train_batches']} train batches/epoch")
+    if config.get("limit_test_batches"):
+        n = config["limit_test_batches"]
+        reasons.append(f"{n} test batch{'es' if n != 1 else ''}")
+    epochs = config.get("epochs") if finished or epochs_done is None else epochs_done
+    if epochs is not None and epochs < SHORT_EPOCHS:
+        reasons.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    state = "complete" if finished else "incomplete"
+    kind = "smoke" if config.get("limit_train_batches") or config.get("limit_test_batches") else "short"
+    return f"{state}, {kind} ({', '.join(reasons)})" if reasons else state
+
+
+def is_smoke(run: Run) -> bool:
+    """A smoke or short run (see :func:`run_status`): not a result to compare with a paper."""
+    return ", smoke" in run.status or ", short" in run.status
+
+
+def label_runs(runs: list[Run]) -> list[Run]:
+    """Give each run the label tables and legends show among ``runs``: its run label, plus the
+    dataset when the runs mix datasets, plus its folder (parent/name) when labels still collide;
+    and its folder name, parent/name where two runs share a name (two sweeps' ``resnet-s0``)."""
+    mixed = len({r.dataset for r in runs}) > 1
+    labels = [f"{run_label(r.config)} [{r.dataset}]" if mixed else run_label(r.config) for r in runs]
+    for r, label in zip(runs, labels):
+        r.display = f"{label} ({r.path.parent.name}/{r.name})" if labels.count(label) > 1 else label
+    names = [r.name for r in runs]
+    for r in runs:
+        r.folder = f"{r.path.parent.name}/{r.name}" if names.count(r.name) > 1 else r.name
+    return runs

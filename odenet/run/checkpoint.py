@@ -28,7 +28,36 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_bytes(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **state}, fh))
+    """Write ``state`` whole or not at all; a failed write (e.g. a full disk) raises its ``OSError``."""
+
+    def write(fh) -> None:
+        recording = _RecordingFile(fh)
+        try:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, recording)
+        except RuntimeError:
+            # torch.save reports a failed write as "unexpected pos"; the OSError behind it says what happened.
+            if recording.error is not None:
+                raise recording.error from None
+            raise
+
+    atomic_write_bytes(path, write)
+
+
+class _RecordingFile:
+    """A binary file whose ``write`` remembers the OSError it raised (torch.save hides it)."""
+
+    def __init__(self, fh) -> None:
+        self._fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

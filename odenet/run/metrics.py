@@ -22,7 +22,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped, other damage refused."""
     path = Path(path)
     rows = []
-    lines = path.read_text().splitlines() if path.exists() else []
+    try:
+        lines = path.read_text().splitlines() if path.exists() else []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetricsError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); the file is damaged "
+                           f"or unreadable") from None
     for number, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
@@ -32,19 +36,35 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -> None:
-    """Keep only rows logged up to a checkpoint: training steps ≤ ``step``, evaluations of epochs
+def kept_rows(path: Path, step: int, epoch: int, batches_done: int = 0) -> list[dict[str, Any]]:
+    """The rows of ``path`` logged up to a checkpoint: training steps ≤ ``step``, evaluations of epochs
     ≤ ``epoch``, and skipped batches up to the checkpoint (of completed epochs, or among the
     first ``batches_done`` batches of the epoch under way).
 
-    Resuming from that checkpoint then appends the rest without duplicated, lost or torn rows.
+    Reads only, so a resume checks the file before it writes anything.
+
+    Raises:
+        MetricsError: a line that is not JSON (but for a torn last one), or a row that is not a
+            training-run row (no ``split``, ``epoch`` and ``step``).
     """
-    def kept(r: dict) -> bool:
+    def kept(number: int, r: Any) -> bool:
+        if not (isinstance(r, dict) and isinstance(r.get("split"), str) and isinstance(r.get("epoch"), int)
+                and isinstance(r.get("step"), int) and (r["split"] != "skipped" or isinstance(r.get("batch"), int))):
+            raise MetricsError(f"{path} row {number + 1} is not a training-run row (split, epoch, step); the file "
+                               f"is damaged")
         if r["split"] == "train":
             return r["step"] <= step
         if r["split"] == "skipped":
             return r["epoch"] <= epoch or (r["epoch"] == epoch + 1 and r["batch"] < batches_done)
         return r["epoch"] <= epoch
 
-    keep = [r for r in read_metrics(path) if kept(r)]
+    return [r for number, r in enumerate(read_metrics(path)) if kept(number, r)]
+
+
+def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -> None:
+    """Keep only the rows logged up to a checkpoint (:func:`kept_rows`).
+
+    Resuming from that checkpoint then appends the rest without duplicated, lost or torn rows.
+    """
+    keep = kept_rows(path, step, epoch, batches_done)
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

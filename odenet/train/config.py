@@ -13,23 +13,29 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from odenet.config import ConfigError, flag, opt, parse
-from odenet.data import list_datasets
-from odenet.models import backbone_entry, list_backbones
-from odenet.models.solvers import SOLVERS, SolverSettings, resolve_solver_options
-from odenet.registry import closest
+from odenet.run.dirs import check_run_name
+from odenet.registry import catalogue, closest
+
+if TYPE_CHECKING:
+    from odenet.models.solvers import SolverSettings
+
+# This module imports no torch at the top, so that ``train.py --help`` and a refused flag answer in well
+# under a second (importing torch takes seconds); the models and data are imported where they are used.
 
 
 def _backbone_names() -> str:
-    return ", ".join(list_backbones())
+    return ", ".join(catalogue("backbone"))
 
 
 def _dataset_names() -> str:
-    return ", ".join(list_datasets())
+    return ", ".join(catalogue("dataset"))
 
 
 def _solver_names() -> str:
-    return ", ".join(SOLVERS)
+    return ", ".join(catalogue("solver"))
 
 
 @dataclass
@@ -68,8 +74,9 @@ class TrainConfig:
     seed: int = opt(0, "seed of weights, batch order and augmentation")
     device: str = opt("auto", "auto, cpu or cuda")
     out_dir: str = opt("runs", "parent folder of run directories", metavar="DIR")
-    run_name: str | None = opt(None, "run directory name (default: backbone-dataset-solver-tol-seed-time)",
-                               metavar="NAME")
+    run_name: str | None = opt(None, "run directory name, inside --out-dir (default: backbone-dataset-solver-"
+                                     "setting-backprop-s<seed>-<time>, e.g. odenet-mnist-dopri5-tol1e-3-direct-s0-"
+                                     "20260101-120000)", metavar="NAME")
     resume: str | None = opt(None, "continue from this checkpoint, or 'auto': the last checkpoint of --run-name "
                                    "if there is one", metavar="PATH|auto")
     force: bool = opt(False, "resume even if the settings differ from the run's")
@@ -91,6 +98,8 @@ class TrainConfig:
 
     def solver_settings(self) -> SolverSettings | None:
         """SolverSettings of the ODE blocks, or None for a backbone without any."""
+        from odenet.models.solvers import SolverSettings  # torch: imported when a model is built
+
         if self.solver is None:
             return None
         return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
@@ -109,6 +118,11 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
         ConfigError: a bad value, or an explicitly given option that does not apply
             (e.g. ``--tol`` for a ResNet, ``--steps`` for dopri5).
     """
+    from odenet.data import list_datasets  # torch: only once the flags have parsed (see the top)
+    from odenet.models import backbone_entry, list_backbones
+    from odenet.models.solvers import resolve_solver_options
+
+    check_run_name(cfg.run_name)
     _check_choice("--backbone", cfg.backbone, list_backbones())
     _check_choice("--dataset", cfg.dataset, list_datasets())
     _check_choice("--device", cfg.device, ["auto", "cpu", "cuda"])

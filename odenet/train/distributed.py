@@ -20,7 +20,8 @@ import torch.distributed as dist
 # How each per-step measurement combines across ranks (anything else: rank 0's value).
 MEAN_KEYS = ("loss", "acc", "act_mem_mb", "nfe_backprop", "steps_accepted", "steps_rejected",
              "steps_accepted_backward", "steps_rejected_backward")
-MAX_KEYS = ("time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms", "time_ms", "peak_mem_mb")
+MAX_KEYS = ("time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms", "time_meter_ms", "time_ms",
+            "peak_mem_mb")
 SUM_KEYS = ("images_per_s",)
 NFE_KEYS = ("nfe_forward", "nfe_backward")
 BLOCK_NFE_PREFIXES = ("nfe_forward/", "nfe_backward/")

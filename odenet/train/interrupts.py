@@ -18,22 +18,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from odenet.errors import Interrupted, RunFailure
+from odenet.errors import Interrupted, RunFailure, StoppedAtOnce
 from odenet.models.solvers import SolverError
 
 MAX_CONSECUTIVE_SKIPS = 20
 
 
-class StopSignals:
-    """Context manager: SIGINT/SIGTERM handlers for the loop's lifetime (main thread only)."""
+# SIGUSR2 is what Slurm sends (through submitit, 90 s ahead) before a job's time limit: stop at the
+# step's end with a checkpoint, so that re-running the grid resumes the point.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
 
-    def __init__(self) -> None:
+
+class StopSignals:
+    """Context manager: SIGINT/SIGTERM handlers for the loop's lifetime (main thread only).
+
+    The first signal is recorded (the loop finishes its step, checkpoints and stops); a second
+    one raises :class:`StoppedAtOnce` where the program is. A checkpoint being written then is
+    abandoned (its temporary file removed), so ``last_checkpoint`` is the previous one, whole.
+    """
+
+    def __init__(self, last_checkpoint: Path | None = None) -> None:
         self.received: int | None = None
+        self.last_checkpoint = last_checkpoint
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -42,9 +53,14 @@ class StopSignals:
         self._previous = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.received is not None:  # a second signal: stop now, keeping the last checkpoint
-            raise KeyboardInterrupt
-        self.received = signum
+        if self.received is None:
+            self.received = signum
+            return
+        # A second signal: stop now, keeping the last checkpoint.
+        kept = checkpoint_note(self.last_checkpoint) if self.last_checkpoint else "no checkpoint was kept"
+        resume = f"; continue with --resume {self.last_checkpoint}" if self.last_checkpoint and \
+            self.last_checkpoint.is_file() else ""
+        raise StoppedAtOnce(signum, f"stopped at once by a second {signal.Signals(signum).name}; {kept}{resume}")
 
     @staticmethod
     def interrupted(signum: int | None, where: str, checkpoint: Path) -> Interrupted:

@@ -11,7 +11,8 @@ import torchdiffeq
 from odenet.measure import rss_peak_mb
 
 SUMMARY_KEYS = ("loss", "acc", "nfe_forward", "nfe_backward", "nfe_backprop", "steps_accepted", "steps_rejected",
-                "act_mem_mb", "peak_mem_mb", "time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms")
+                "act_mem_mb", "peak_mem_mb", "time_step_ms", "time_forward_ms", "time_backward_ms", "time_data_ms",
+                "time_meter_ms")
 
 
 def run_header(run_dir, cfg, data, n_params: int, device, world_size: int, resumed: str = "") -> str:

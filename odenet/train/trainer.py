@@ -7,6 +7,7 @@ from the last checkpoint, bit for bit on CPU); turns solver blow-ups into one ex
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
@@ -15,15 +16,15 @@ from typing import Any
 from tqdm import tqdm
 
 from odenet.config import ConfigError
-from odenet.errors import RunFailure
+from odenet.errors import RunFailure, UserError
 from odenet.measure import EventClock
 from odenet.models.ode import reset_nfe
 from odenet.models.solvers import SolverError
 from odenet.run.checkpoint import load_checkpoint, save_checkpoint
-from odenet.run.dirs import resolve_run_dir
+from odenet.run.dirs import claim_run_dir
 from odenet.run.files import write_config, write_json
 from odenet.run.log import RunLogger
-from odenet.run.metrics import read_metrics, truncate_metrics
+from odenet.run.metrics import kept_rows, read_metrics, truncate_metrics
 from odenet.train import distributed
 from odenet.train.build import (build_data, build_model, compile_settings, configure_backends, seed_everything,
                                 setup_process, speed_up)
@@ -40,14 +41,13 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "confi
 class Trainer:
     """Holds one run's objects; :meth:`fit` trains, evaluates every epoch and checkpoints."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
-        self.dist, self.device = setup_process(cfg)
-        self.run_dir, resume_from = resolve_run_dir(cfg.to_dict())
-        # Read and check the checkpoint before anything else, so a wrong --resume fails first and fast.
+    def __init__(self, cfg: TrainConfig, dist: distributed.Context, device, run_dir, resume_from: str | None) -> None:
+        self.cfg, self.dist, self.device, self.run_dir = cfg, dist, device, run_dir
+        # Every check before any write: the checkpoint first (a wrong --resume fails fast), then the metrics.
         saved = load_checkpoint(resume_from, map_location=self.device, required=RESUME_KEYS) if resume_from else None
         if saved is not None:
             check_resume_config(saved["config"], cfg, resume_from)
+            kept_rows(self.run_dir / "metrics.jsonl", saved["step"], saved["epoch"], saved.get("batches_done", 0))
         seed_everything(cfg.seed)
         configure_backends(cfg)
         self.data = build_data(cfg, self.device, self.dist.rank, self.dist.world_size)
@@ -65,8 +65,9 @@ class Trainer:
                 apply_optimizer_settings(self.optimizer, self.scheduler, cfg, saved["epoch"])
         self.epoch_loader_state = self.data.train.generator.get_state()
         self.n_params = sum(p.numel() for p in self.raw_model.parameters())
-        self.signals = StopSignals()
+        self.signals = StopSignals(self.run_dir / "last.pt")
         self.failures = FailurePolicy(cfg.on_solver_failure, self.raw_model, self.run_dir / "last.pt")
+        self.eta = TimeEstimate(self.device.type == "cpu")
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, name: str) -> None:
@@ -97,12 +98,14 @@ class Trainer:
                     last_train = self._train_epoch(epoch, logger)
                     test = self._end_epoch(epoch, logger, last_train)
             completed = True
+            summary = self.summary(last_train, test, time.perf_counter() - started)
+            if self.dist.is_main:
+                write_json(self.run_dir / "summary.json", summary)
+        except OSError as exc:
+            raise write_failure(exc, f"epoch {p.epoch + 1}, step {p.step}", self.run_dir, self.eta.steps > 0) from None
         finally:
             if logger:
-                logger.close(completed)
-        summary = self.summary(last_train, test, time.perf_counter() - started)
-        if self.dist.is_main:
-            write_json(self.run_dir / "summary.json", summary)
+                _close_quietly(logger, completed)
         return summary
 
     def _end_epoch(self, epoch: int, logger: RunLogger | None, last_train: list[dict]) -> dict[str, Any]:
@@ -127,9 +130,9 @@ class Trainer:
             return None
         p = self.progress
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(self.run_dir, self.cfg.to_dict())
         if self.resumed_from:
             truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch, p.batches_done)
+        write_config(self.run_dir, self.cfg.to_dict())
         return RunLogger(self.run_dir, self.cfg.to_dict(), purge_step=p.step + 1 if self.resumed_from else None)
 
     def _train_epoch(self, epoch: int, logger: RunLogger | None) -> list[dict]:
@@ -156,6 +159,7 @@ class Trainer:
                                  if k in row})
                 if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0:
                     self._save("last.pt")
+                self._say(self.eta.step(total * (cfg.epochs - epoch + 1) - p.batches_done, cfg.epochs))
                 self._check_signal(epoch)
         finally:
             bar.close()
@@ -207,8 +211,8 @@ class Trainer:
                                       self.run_dir / "last.pt")
 
     # ------------------------------------------------------------------ reporting
-    def _say(self, text: str) -> None:
-        if self.dist.is_main:
+    def _say(self, text: str | None) -> None:
+        if text and self.dist.is_main:
             print(text, flush=True)
 
     def summary(self, last_train: list[dict], test: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -234,10 +238,73 @@ def finished_summary(trainer: Trainer) -> dict[str, Any]:
     return summary
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training job end to end; returns the summary written to ``summary.json``."""
-    trainer = Trainer(cfg)
+class TimeEstimate:
+    """After a CPU process's first AFTER_STEPS steps: 'about N min for E epochs', if that is MIN_S or more."""
+
+    AFTER_STEPS = 10
+    MIN_S = 60.0  # shorter runs say nothing
+
+    def __init__(self, cpu: bool) -> None:
+        self.cpu, self.steps, self.started = cpu, 0, time.perf_counter()
+
+    def step(self, steps_left: int, epochs: int) -> str | None:
+        """Count one step; the estimate once ``AFTER_STEPS`` are done (``steps_left`` after this one).
+
+        Timed from the end of the first step, which carries one-time costs (allocations, compilation).
+        """
+        self.steps += 1
+        if self.steps == 1:
+            self.started = time.perf_counter()
+        if not self.cpu or self.steps != self.AFTER_STEPS:
+            return None
+        per_step = (time.perf_counter() - self.started) / (self.AFTER_STEPS - 1)
+        return eta_line(per_step, steps_left, epochs, self.MIN_S)
+
+
+def eta_line(seconds_per_step: float, steps_left: int, epochs: int, min_s: float = 0.0) -> str | None:
+    """The estimate's sentence (training steps only; evaluations not counted), or None under ``min_s``."""
+    total = seconds_per_step * steps_left
+    if total < min_s:
+        return None
+    amount = f"{total / 60:.0f} min" if total < 5400 else f"{total / 3600:.1f} h"
+    return (f"about {amount} for {epochs} epochs at {seconds_per_step:.2f} s per step on the CPU (training steps "
+            f"only; --device cuda, --limit-train-batches or fewer --epochs for less)")
+
+
+def write_failure(exc: OSError, where: str, run_dir, started: bool) -> RunFailure | UserError:
+    """A failed write (disk full, quota, a vanished mount) in one sentence: exit 3 once training has started, else 2."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
+        exc.errno, exc.strerror or str(exc))
+    target = f" writing {exc.filename}" if exc.filename else ""
+    fix = "free space" if full else f"make {run_dir} writable"
+    if not started:
+        return UserError(f"cannot start training in {run_dir}: {what}{target}; {fix} and run again")
+    return RunFailure(f"training stopped at {where}: {what}{target}; {checkpoint_note(run_dir / 'last.pt')} "
+                      f"(never a partial one: checkpoints are written whole or not at all); {fix} and continue "
+                      f"with --resume {run_dir / 'last.pt'}")
+
+
+def _close_quietly(logger: RunLogger, completed: bool) -> None:
     try:
-        return trainer.fit()
+        logger.close(completed)
+    except OSError:  # the disk that filled up cannot take the last buffered bytes either; the failure says so
+        pass
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training job end to end; returns the summary written to ``summary.json``.
+
+    The run directory is locked for the run's life (the main process holds the lock): a second
+    run with the same --run-name is refused instead of interleaving its rows with this one's.
+    """
+    dist, device = setup_process(cfg)
+    try:
+        run_dir, resume_from, lock = claim_run_dir(cfg.to_dict(), lock=dist.is_main)
+        try:
+            return Trainer(cfg, dist, device, run_dir, resume_from).fit()
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        distributed.shutdown(trainer.dist)
+        distributed.shutdown(dist)

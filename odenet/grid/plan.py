@@ -1,0 +1,213 @@
+"""What a grid is: the sweep YAML and flags (:class:`SweepArgs`), checked into a :class:`SweepPlan`, expanded.
+
+Every section of the YAML and every flag is type-checked here, with the coercion ``train.py``
+uses (:func:`odenet.config.coerce` with the dataclass field types: ``TrainConfig`` for ``base``
+and ``grid``, ``EvalConfig`` for ``eval``), and every point is resolved, before anything runs:
+a bad value is one :class:`ConfigError` sentence and nothing is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from odenet.config import ConfigError, coerce, flag, opt, read_yaml
+from odenet.evaluate.sweep import EvalConfig, parse_eval_args
+from odenet.grid.launch import LaunchOptions
+from odenet.models import backbone_entry
+from odenet.models.solvers import inapplicable_fields
+from odenet.naming import solver_name_parts
+from odenet.registry import closest
+from odenet.train.config import TrainConfig, resolve_train_config
+
+RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config")
+SECTIONS = ("base", "grid", "eval", "out_dir", "title")
+# eval.py's options but those a grid sets per run.
+EVAL_KEYS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name not in ("checkpoint", "out", "config"))
+NAMED_KEYS = ("backbone", "solver", "tol", "rtol", "atol", "adjoint", "steps", "seed")
+
+
+@dataclass
+class SweepArgs(LaunchOptions):
+    """odenet-sweep's flags: the grid, its test-time sweeps, and how its points are launched."""
+
+    config: str | None = opt(None, "sweep YAML (base, grid, eval, out_dir)", cli_only=True, metavar="FILE")
+    backbones: list[str] | None = opt(None, "grid: backbones (replaces the YAML grid)", metavar="B1,B2")
+    tols: list[float] | None = opt(None, "grid: tolerances of the ODE backbones", metavar="T1,T2")
+    solvers: list[str] | None = opt(None, "grid: solvers of the ODE backbones", metavar="S1,S2")
+    adjoint: list[bool] | None = opt(None, "grid: backprop of the ODE backbones, e.g. false,true", metavar="B1,B2")
+    seeds: list[int] | None = opt(None, "grid: seeds", metavar="S1,S2")
+    set: list[str] | None = opt(None, "base options for every run, e.g. dataset=mnist-5k,epochs=2",
+                                metavar="KEY=VALUE,...")
+    eval_tols: list[float] | None = opt(None, "tolerances of the test-time sweep of each ODE run", metavar="T1,T2")
+    eval_limit_test_batches: int | None = opt(None, "test batches per test-time setting", metavar="N")
+    eval: bool | None = opt(None, "test-time sweep of each ODE run (default: when the YAML has an eval section "
+                                  "or --eval-* is given)")
+    out_dir: str | None = opt(None, "parent of the run directories and the report (default: runs/sweep)",
+                              metavar="DIR")
+
+
+@dataclass
+class SweepPlan:
+    base: dict[str, Any]
+    grid: list[dict[str, list[Any]]]
+    eval: dict[str, Any] | None = None  # test-time sweep options; None: no sweeps
+    out_dir: str = "runs/sweep"
+    title: str = "odenet: training-run comparison"
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
+
+
+def load_plan(args: SweepArgs) -> SweepPlan:
+    """The plan from the sweep YAML, with command-line grid flags and --set applied on top; checked."""
+    plan = _plan_from_yaml(Path(args.config)) if args.config else SweepPlan(base={}, grid=[])
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE items, got {item!r}")
+        name = _train_key(key, "--set")
+        plan.base[name] = _train_value(name, value, f"--set {key.strip()}")
+    cli_grid = {k: v for k, v in (("backbone", args.backbones), ("tol", args.tols), ("solver", args.solvers),
+                                  ("adjoint", args.adjoint), ("seed", args.seeds)) if v}
+    if cli_grid:
+        plan.grid = [cli_grid]
+    if not plan.grid:
+        raise ConfigError("the sweep has no grid: give --backbones (and --tols, ...) or a --config with a 'grid'")
+    options = {"tols": args.eval_tols, "limit_test_batches": args.eval_limit_test_batches}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options or args.eval:
+        plan.eval = {**(plan.eval or {}), **options}
+    if args.eval is False:
+        plan.eval = None
+    if plan.eval is not None:
+        check_eval(plan.eval, "--eval-* flags" if not args.config else f"{args.config} eval")
+    if args.out_dir:
+        plan.out_dir = args.out_dir
+    return plan
+
+
+def _train_key(key: Any, where: str) -> str:
+    name = str(key).strip().replace("-", "_")
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RUN_KEYS]
+    if name not in names:
+        raise ConfigError(f"unknown option {key!r} in {where}{closest(name, names)}; use train.py's option names")
+    return name
+
+
+def _train_value(name: str, value: Any, where: str) -> Any:
+    return coerce(f"{name} (in {where})", typing.get_type_hints(TrainConfig)[name], value)
+
+
+def _mapping(value: Any, what: str, example: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping, e.g. {example}; got {value!r}")
+    return value
+
+
+def _plan_from_yaml(path: Path) -> SweepPlan:
+    data = read_yaml(path, "sweep file")
+    data = _mapping(data, f"sweep file {path}", "base: {...}, grid: [...], eval: {...}, out_dir: DIR")
+    unknown = sorted(map(str, set(data) - set(SECTIONS)))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path}{closest(unknown[0], list(SECTIONS))}; "
+                          f"a sweep file has base, grid, eval, out_dir and title")
+    base_in = _mapping(data.get("base"), f"base in {path}", "{dataset: mnist-5k, epochs: 2}")
+    base = {}
+    for key, value in base_in.items():
+        name = _train_key(key, f"{path} base")
+        base[name] = _train_value(name, value, f"{path} base")
+    grids = data.get("grid") or []
+    grids = [grids] if isinstance(grids, dict) else grids
+    if not isinstance(grids, list):
+        raise ConfigError(f"grid in {path} must be a mapping of option: [values] or a list of them; got {grids!r}")
+    grid = [_grid_entry(g, i, path) for i, g in enumerate(grids)]
+    ev = data.get("eval")
+    if "eval" in data:
+        ev = _mapping(ev, f"eval in {path}", "{tols: [1e-1, 1e-3], limit_test_batches: 1}")
+    out_dir = coerce(f"out_dir (in {path})", str, data.get("out_dir", SweepPlan.out_dir))
+    title = coerce(f"title (in {path})", str, data.get("title", SweepPlan.title))
+    return SweepPlan(base, grid, ev, out_dir, title)
+
+
+def _grid_entry(entry: Any, index: int, path: Path) -> dict[str, list[Any]]:
+    where = f"{path} grid entry {index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"each grid entry in {path} must be a mapping of option: [values]; entry {index + 1} is "
+                          f"{entry!r}")
+    out = {}
+    for key, values in entry.items():
+        name = _train_key(key, where)
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise ConfigError(f"{name} in {where} has no values, so the grid has no points; give at least one")
+        out[name] = [_train_value(name, v, where) for v in values]
+    return out
+
+
+def check_eval(ev: dict[str, Any], where: str) -> None:
+    """Coerce the test-time sweep options in place (EvalConfig's types) and check them as eval.py does."""
+    hints = typing.get_type_hints(EvalConfig)
+    for key in list(ev):
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"unknown key {key!r} in {where}{closest(str(key), list(EVAL_KEYS))}; use "
+                              f"{', '.join(EVAL_KEYS)}")
+        ev[key] = coerce(f"{key} (in {where})", hints[key], ev[key])
+    argv = ["--checkpoint", "unused.pt"]
+    for key, value in ev.items():
+        if value is not None:
+            argv += [flag(key), ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    try:
+        parse_eval_args(argv)  # eval.py's own range and name checks, so both refuse the same values
+    except ConfigError as exc:
+        raise ConfigError(f"in {where}: {exc}") from None
+
+
+def expand(plan: SweepPlan) -> list[TrainConfig]:
+    """Every distinct resolved run of the grid, in grid order."""
+    hints = typing.get_type_hints(TrainConfig)
+    runs: list[TrainConfig] = []
+    seen: set[str] = set()
+    for grid in plan.grid:
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            values = {**plan.base, **dict(zip(keys, combo))}
+            values = {k: coerce(flag(k), hints[k], v) for k, v in values.items()}
+            cfg = _resolve_point(values)
+            cfg = dataclasses.replace(cfg, out_dir=plan.out_dir, progress=False,
+                                      run_name=run_name(cfg, [k for k in keys if k not in NAMED_KEYS]))
+            key = yaml.safe_dump(comparable(cfg.to_dict()))
+            if key not in seen:
+                seen.add(key)
+                runs.append(cfg)
+    if not runs:
+        raise ConfigError("the grid has no points; give every grid option at least one value")
+    return runs
+
+
+def _resolve_point(values: dict[str, Any]) -> TrainConfig:
+    try:
+        entry = backbone_entry(values.get("backbone", TrainConfig.backbone))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    drop = inapplicable_fields(entry.ode, values.get("solver", TrainConfig.solver),
+                               bool(values.get("adjoint", TrainConfig.adjoint)), entry.solver)
+    values = {k: v for k, v in values.items() if k not in drop}
+    return resolve_train_config(TrainConfig(**values), set(values))
+
+
+def run_name(cfg: TrainConfig, extra_keys: list[str]) -> str:
+    parts = [cfg.backbone, *solver_name_parts(cfg.to_dict())]
+    parts += [f"{k.replace('_', '')}{getattr(cfg, k)}" for k in extra_keys]
+    parts.append(f"s{cfg.seed}")
+    return "-".join(str(p) for p in parts).replace(" ", "")
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in RUN_KEYS}

@@ -1,0 +1,98 @@
+"""Run a grid: check every point, train the unfinished ones with the chosen engine, write one report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from odenet.config import build_parser
+from odenet.errors import RunFailure
+from odenet.grid import engines
+from odenet.grid.job import evaluate_run
+from odenet.grid.launch import LaunchOptions, Progress, check_launch, gpu_slots, threads_per_job, visible_gpus
+from odenet.grid.plan import SweepArgs, SweepPlan, expand, load_plan
+from odenet.grid.points import DONE, point_state, prepare, run_dir_of
+from odenet.reports import combined_report, find_runs, write_report
+from odenet.run.tensorboard import write_report as write_tensorboard_report
+from odenet.train.config import TrainConfig
+
+
+def run_sweep(plan: SweepPlan, launch: LaunchOptions | None = None) -> tuple[list[dict], Path]:
+    """Train every run of the plan (skipping finished ones), sweep ODE runs, write the combined report.
+
+    Raises:
+        ConfigError: a bad point or run directory, before anything is written.
+        RunFailure: some points failed (each reported); the report of the others is written.
+        Interrupted: SIGINT/SIGTERM; the running points checkpointed, no report.
+    """
+    launch = launch or plan.launch
+    check_launch(launch)
+    configs = expand(plan)
+    states = [point_state(cfg) for cfg in configs]  # every point checked before any is touched
+    todo = [cfg for cfg, state in zip(configs, states) if state != DONE]
+    print(f"sweep: {len(configs)} runs in {plan.out_dir} ({len(configs) - len(todo)} already complete)", flush=True)
+    progress = Progress(len(configs), len(configs) - len(todo))
+    try:
+        records = _run(plan, launch, [prepare(cfg, s) for cfg, s in zip(configs, states) if s != DONE], progress)
+    finally:
+        progress.close()
+    for cfg, state in zip(configs, states):  # runs finished earlier, swept now if their sweep is missing
+        if state == DONE and plan.eval is not None and cfg.solver is not None:
+            evaluate_run(run_dir_of(cfg), plan.eval)
+    return _report(plan, configs, records)
+
+
+def _run(plan: SweepPlan, launch: LaunchOptions, todo: list[TrainConfig], progress: Progress) -> list[dict]:
+    if not todo:
+        return []
+    if launch.launcher == "submitit":
+        # On Slurm a task's threads are its CPUs; the local executor starts every job at once.
+        threads = launch.threads_per_job or launch.slurm_cpus_per_job
+        if threads is None and launch.submitit_executor == "local":
+            threads = threads_per_job(launch, min(len(todo), launch.slurm_array_parallelism or len(todo)))
+        return engines.run_submitit(_specs(plan, todo, threads), launch, Path(plan.out_dir), progress)
+    if launch.jobs == 1:
+        return engines.run_inline(_specs(plan, todo, launch.threads_per_job), progress)
+    gpus = visible_gpus(plan.base.get("device", TrainConfig.device))
+    slots = gpu_slots(launch.jobs, launch.jobs_per_gpu, gpus)
+    if len(slots) < launch.jobs:
+        print(f"--jobs {launch.jobs}: {len(gpus)} GPUs x --jobs-per-gpu {launch.jobs_per_gpu} run "
+              f"{len(slots)} points at a time", flush=True)
+    threads = threads_per_job(launch, min(len(slots), len(todo)))
+    return engines.run_processes(_specs(plan, todo, threads), slots, progress)
+
+
+def _specs(plan: SweepPlan, todo: list[TrainConfig], threads: int | None) -> list[dict[str, Any]]:
+    return [{"config": cfg.to_dict(), "eval": plan.eval, "threads": threads} for cfg in todo]
+
+
+def _report(plan: SweepPlan, configs: list[TrainConfig], records: list[dict[str, Any]]) -> tuple[list[dict], Path]:
+    """The combined report of every complete point; then RunFailure if any point failed."""
+    out = Path(plan.out_dir)
+    complete = [run_dir_of(cfg) for cfg in configs if (run_dir_of(cfg) / "summary.json").is_file()]
+    failed = [r for r in records if r["status"] != "ok"]
+    runs = find_runs(complete) if complete else []
+    if runs:
+        report = combined_report(runs, plan.title)
+        write_report(report, out)
+        write_tensorboard_report(report, str(out / "_report"), "report")
+    if failed:
+        names = "; ".join(f"{r['run_name']} (exit {r['exit_code']}): {r.get('message', '')}" for r in failed)
+        where = f"the report of the other {len(runs)} is in {out / 'report.md'}" if runs else "no report written"
+        raise RunFailure(f"{len(failed)} of {len(configs)} grid points failed — {names}; {where}; fix the cause "
+                         f"and re-run the same command to train only the unfinished points")
+    return [r.summary for r in runs], out
+
+
+def parse_sweep_args(argv: list[str] | None = None) -> SweepPlan:
+    """``odenet-sweep`` arguments → the checked plan, launch options included."""
+    parser = build_parser(SweepArgs, prog="odenet-sweep",
+                          description="Train a grid of runs (backbone x tol x solver x adjoint x seed) and write "
+                                      "one combined report; re-running skips finished runs.")
+    args = SweepArgs(**vars(parser.parse_args(sys.argv[1:] if argv is None else argv)))
+    plan = load_plan(args)
+    plan.launch = LaunchOptions.of(args)
+    check_launch(plan.launch)
+    expand(plan)  # every point resolved here, so that a bad one is a ConfigError before anything runs
+    return plan
