@@ -94,15 +94,22 @@ def odefunc(model: nn.Sequential) -> ODEfunc | None:
     return next((m for m in model.modules() if isinstance(m, ODEfunc)), None)
 
 
-def plain_step(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, optimizer) -> tuple[int, int]:
-    """One training step the way the example does it → (NFE forward, NFE backward)."""
+def plain_step(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, optimizer,
+               losses: list | None = None) -> tuple[int, int]:
+    """One training step the way the example does it → (NFE forward, NFE backward).
+
+    ``losses``: append the step's loss (a detached 0-d tensor: read it later, no sync here).
+    """
     func = odefunc(model)
     optimizer.zero_grad()
     logits = model(x)
     nfe_f = func.nfe if func else 0
     if func:
         func.nfe = 0
-    F.cross_entropy(logits, y).backward()
+    loss = F.cross_entropy(logits, y)
+    if losses is not None:
+        losses.append(loss.detach())
+    loss.backward()
     nfe_b = func.nfe if func else 0
     if func:
         func.nfe = 0

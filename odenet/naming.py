@@ -30,15 +30,37 @@ def solver_label(config: Mapping[str, Any]) -> str:
     return f"{config['solver']} {solver_setting(config)} ({backprop(config)})"
 
 
+# The study's levers as a reader names them: (config key, label, run-name part).
+METHODS = (("kinetic_reg", "kinetic", "kin"), ("jacobian_reg", "jacobian", "jac"), ("error_reg", "error", "err"),
+           ("steer", "steer", "steer"), ("augment_dim", "anode", "aug"))
+
+
+def method_parts(config: Mapping[str, Any], sep: str = " ") -> list[str]:
+    """The dynamics levers a run used: ["kinetic 0.01", "jacobian 0.01"], ["reuse first step"]; [] for none."""
+    parts = [f"{label}{sep}{config[key]:g}" for key, label, short in METHODS if config.get(key)]
+    if sep == "":
+        parts = [f"{short}{config[key]:g}" for key, _, short in METHODS if config.get(key)]
+    if config.get("first_step") == "reuse":
+        parts.append("reuse first step" if sep else "reuse")
+    return parts
+
+
+def method_label(config: Mapping[str, Any]) -> str:
+    """"plain" or the levers: "kinetic 0.01 + jacobian 0.01"."""
+    return " + ".join(method_parts(config)) or "plain"
+
+
 def run_label(config: Mapping[str, Any]) -> str:
-    """A run as a reader names it: "resnet", "odenet dopri5 tol 0.001 adjoint", "rknet rk4 6 steps direct"."""
+    """A run as a reader names it: "resnet", "odenet dopri5 tol 0.001 adjoint", "rknet rk4 6 steps direct",
+    "odenet dopri5 tol 0.001 direct + kinetic 0.01"."""
     if config.get("solver") is None:
         return config["backbone"]
-    return f"{config['backbone']} {config['solver']} {solver_setting(config)} {backprop(config)}"
+    label = f"{config['backbone']} {config['solver']} {solver_setting(config)} {backprop(config)}"
+    return " + ".join([label, *method_parts(config)])
 
 
 def solver_name_parts(config: Mapping[str, Any]) -> list[str]:
     """The solver's part of a run-directory name: ["dopri5-tol0.001", "adjoint"], or [] without a solver."""
     if config.get("solver") is None:
         return []
-    return [f"{config['solver']}-{solver_setting(config, sep='')}", backprop(config)]
+    return [f"{config['solver']}-{solver_setting(config, sep='')}", backprop(config), *method_parts(config, sep="")]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import base64
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from odenet.reports import (ReportError, Run, combined_report, common_parent, fi
 
 ROOT = Path(__file__).resolve().parents[1]
 FIG3 = ("fig3a_nfe_vs_error", "fig3b_nfe_vs_time", "fig3c_nfe_forward_vs_backward", "fig3d_nfe_over_training")
-COMBINED_FIGURES = (*FIG3, "acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe")
+COMBINED_FIGURES = (*FIG3, "acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe", "methods_pareto")
 ADJ, DIR = "odenet dopri5 tol 0.001 adjoint", "odenet dopri5 tol 0.001 direct"  # the two ODE runs' labels
 SWEPT = " (250 images, limited)"  # legend note of the direct run's test-time sweep
 TESTED = " (1,000 test images)"  # legend note of the runs' final test evaluation
@@ -269,7 +271,7 @@ def test_html_report_is_one_self_contained_file_with_the_pngs_written(runs_root,
     written = write_report(report, tmp_path / "out")
     html = written["report.html"].read_text()
     assert written["report.md"].read_text() == report.markdown()
-    assert html.count("data:image/png;base64,") == 7
+    assert html.count("data:image/png;base64,") == len(COMBINED_FIGURES)
     assert 'src="fig' not in html and "<table>" in html
     for name in COMBINED_FIGURES:  # each figure rendered once: the file and the HTML hold the same PNG
         png = written[name].read_bytes()
@@ -522,3 +524,27 @@ def test_html_tables_scroll_in_their_own_box(runs_root, tmp_path):
     assert ".scroll{overflow-x:auto" in html and "white-space:nowrap" in html
     assert "| — |" in html or "<td>—</td>" in html
     assert "<td>-</td>" not in html and "<td>—</td>" in html  # one glyph for missing, the paper's rows too
+
+
+def test_methods_table_and_pareto_plot_read_the_runs(tmp_path):
+    """The study's methods: a plain and a regularised ODE-Net, their rows, CSV and the frontier's points."""
+    from odenet.reports.methods import fig_pareto, methods_csv, pareto
+
+    def run(name, reg, acc, nfe):
+        config = {"backbone": "odenet", "dataset": "mnist-5k", "solver": "dopri5", "rtol": 1e-3, "adjoint": False,
+                  "kinetic_reg": reg, "batch_size": 32, "epochs": 1}
+        rows = [{"split": "train", "epoch": 1, "step": s, "nfe_forward": nfe + 2, "nfe_backward": 0.0,
+                 "time_step_ms": 100.0, "act_mem_mb": 10.0} for s in (1, 2)]
+        rows.append({"split": "test", "epoch": 1, "step": 2, "acc": acc, "nfe_forward": nfe, "images": 1000})
+        return Run(tmp_path / name, config, rows, {"params": 5}, [])
+
+    runs = [run("plain", 0.0, 0.9, 26.0), run("kin", 0.01, 0.88, 20.0)]
+    lines = list(csv.DictReader(io.StringIO(methods_csv(runs))))
+    assert [(r["method"], float(r["nfe_forward"]), float(r["time_epoch_s"])) for r in lines] == [
+        ("plain", 26.0, 0.2), ("kinetic 0.01", 20.0, 0.2)]
+    fig = fig_pareto(runs)
+    ax = fig.axes[0]
+    assert sorted(tuple(c.get_offsets()[0]) for c in ax.collections) == [(20.0, 0.88), (26.0, 0.9)]
+    frontier = [line for line in ax.get_lines() if line.get_label() == "Pareto frontier"][0]
+    assert list(zip(frontier.get_xdata(), frontier.get_ydata())) == [(20.0, 0.88), (26.0, 0.9)]
+    assert pareto([(1, 0.5), (2, 0.4), (3, 0.9)]) == [(1, 0.5), (3, 0.9)]

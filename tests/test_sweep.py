@@ -212,3 +212,13 @@ def test_eval_flag_switches_the_test_time_sweeps(tmp_path):
     assert parse_sweep_args(["--backbones", "odenet"]).eval is None
     assert parse_sweep_args(["--backbones", "odenet", "--eval"]).eval == {}
     assert parse_sweep_args(["--backbones", "odenet", "--eval-tols", "1e-2"]).eval == {"tols": [0.01]}
+
+
+def test_grid_eval_section_takes_boolean_options():
+    from odenet.grid.plan import check_eval
+
+    ev = {"per_sample": True, "tensorboard": False, "tols": ["1e-2"]}
+    check_eval(ev, "grid.yaml eval")
+    assert ev == {"per_sample": True, "tensorboard": False, "tols": [0.01]}
+    with pytest.raises(ConfigError, match="per_sample"):
+        check_eval({"per_sample": "maybe"}, "grid.yaml eval")

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import statistics
-import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +19,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from odenet.config import ConfigError, coerce, flag, opt, parse
 from odenet.data import build_loaders
+from odenet.evaluate.console import Progress, format_table, setting_label
+from odenet.evaluate.per_sample import PerSampleEval
 from odenet.evaluate.probes import BlockRecorder, FlopCounter, Reference, act_mem_mb
 from odenet.models.ode import ode_blocks, reset_nfe, set_solver
 from odenet.models.solvers import SOLVERS, SolverError, is_adaptive
@@ -58,6 +57,8 @@ class EvalConfig:
     data_dir: str | None = opt(None, "dataset folder (default: the checkpoint's)", metavar="DIR")
     device: str = opt("auto", "auto, cpu or cuda")
     out: str | None = opt(None, "output folder (default: the checkpoint's run directory)", metavar="DIR")
+    per_sample: bool = opt(False, "also solve each test image with its own step control at every adaptive setting: "
+                                  "per_sample.csv, per_sample_images.npz and a report section")
     tensorboard: bool = opt(True, "also write the report's figures and text to TensorBoard in the output folder")
     config: str | None = opt(None, "YAML file of these options", cli_only=True, metavar="FILE")
 
@@ -157,8 +158,10 @@ def apply_setting(model: nn.Module, s: Setting) -> None:
 
 
 def sweep_checkpoint(cfg: EvalConfig, progress: Callable[[int, int, dict], None] | None = None,
+                     after_setting: Callable[[SettingRun, Setting], None] | None = None,
                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the sweep → (meta, rows). ``progress(done, total, row)`` is called after each setting.
+    """Run the sweep → (meta, rows). ``progress(done, total, row)`` is called after each setting, and
+    ``after_setting(run, setting)`` while the model still holds that setting (the per-sample pass).
 
     Raises:
         ConfigError / CheckpointError / data errors: bad input (before anything is evaluated).
@@ -191,6 +194,8 @@ def sweep_checkpoint(cfg: EvalConfig, progress: Callable[[int, int, dict], None]
     rows = []
     for s in settings:
         rows.append(run(s))
+        if after_setting is not None:
+            after_setting(run, s)
         if progress is not None:
             progress(len(rows), len(settings), rows[-1])
     meta = {"checkpoint": str(cfg.checkpoint), "backbone": train.backbone, "dataset": train.dataset,
@@ -279,7 +284,8 @@ class SettingRun:
         try:
             row = self._measure()
         except SolverError as exc:
-            raise SolverError(f"setting {setting_label(s)} of the sweep failed: {exc.reason}", exc.solver,
+            label = setting_label(s.solver, s.tol, s.steps)
+            raise SolverError(f"setting {label} of the sweep failed: {exc.reason}", exc.solver,
                               exc.phase) from None
         atol = (s.tol if s.atol is None else s.atol) if s.tol is not None else None
         return {"solver": s.solver, "tol": s.tol, "atol": atol, "steps": s.steps, **row}
@@ -337,63 +343,21 @@ def timing_summary(passes: list[dict[str, Any]]) -> dict[str, Any]:
             "images_per_s": statistics.median(p["images_per_s"] for p in passes)}
 
 
-def setting_label(s: Setting) -> str:
-    if s.solver is None:
-        return "(no ODE solver)"
-    return f"{s.solver} tol {s.tol:g}" if s.tol is not None else f"{s.solver} steps {s.steps}"
-
-
-def format_table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """The sweep as a plain-text table for the terminal."""
-    head = ["solver", "tol/steps", "acc", "nfe_forward", "time_ms median (min-max)", "images", "batch"]
-    body = []
-    for r in rows:
-        setting = "—" if r["solver"] is None else (f"{r['tol']:g}" if r["tol"] is not None else f"{r['steps']} steps")
-        time = f"{r['time_ms']:.1f} ({r['time_ms_min']:.1f}-{r['time_ms_max']:.1f})" + (" noisy" if r["time_noisy"]
-                                                                                       else "")
-        nfe = f"{r['nfe_forward']:.1f}" if "nfe_forward" in r else "—"
-        body.append([r["solver"] or meta["backbone"], setting, f"{r['acc']:.4f}", nfe, time, f"{r['images']:,}",
-                     str(meta["batch_size"])])
-    widths = [max(len(c) for c in col) for col in zip(head, *body)]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             for line in [head, ["-" * w for w in widths], *body]]
-    return "\n".join(lines)
-
-
-class Progress:
-    """One line per finished setting on stdout, or a tqdm bar on a terminal's stderr."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, done: int, total: int, row: dict[str, Any]) -> None:
-        label = setting_label(Setting(row["solver"], tol=row["tol"], steps=row["steps"]))
-        if sys.stderr.isatty():
-            if self.bar is None:
-                # A terminal that reports no size (0 columns) still gets a bar of 80.
-                self.bar = tqdm(total=total, desc="sweep", unit="setting", file=sys.stderr, leave=False,
-                                ncols=shutil.get_terminal_size((80, 24)).columns or 80)
-            self.bar.set_postfix_str(f"{label}: acc {row['acc']:.4f}")
-            self.bar.update(1)
-            if done == total:
-                self.bar.close()
-        else:
-            nfe = f", nfe_forward {row['nfe_forward']:.1f}" if "nfe_forward" in row else ""
-            print(f"[{done}/{total}] {label}: acc {row['acc']:.4f}{nfe}, time_ms {row['time_ms']:.1f}", flush=True)
-
-
 def run_eval(cfg: EvalConfig, show: bool = True) -> Path:
     """Sweep, print its progress and table (unless not ``show``), then write sweep.csv/json,
     report.md/html, PNGs and TensorBoard entries.
 
     Returns the output folder. Nothing is written unless every setting was measured.
     """
-    meta, rows = sweep_checkpoint(cfg, progress=Progress() if show else None)
+    per_sample = PerSampleEval() if cfg.per_sample else None
+    meta, rows = sweep_checkpoint(cfg, progress=Progress() if show else None, after_setting=per_sample)
     if show:
         print(format_table(meta, rows))
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent
     write_sweep_files(meta, rows, out)
     report = sweep_report(meta, rows)
+    if per_sample is not None:
+        per_sample.finish(out, report, show=show, tensorboard=cfg.tensorboard)
     write_report(report, out)
     if cfg.tensorboard:
         write_tensorboard_report(report, str(out), "sweep")

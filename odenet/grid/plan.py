@@ -30,7 +30,8 @@ RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config")
 SECTIONS = ("base", "grid", "eval", "out_dir", "title")
 # eval.py's options but those a grid sets per run.
 EVAL_KEYS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name not in ("checkpoint", "out", "config"))
-NAMED_KEYS = ("backbone", "solver", "tol", "rtol", "atol", "adjoint", "steps", "seed")
+NAMED_KEYS = ("backbone", "solver", "tol", "rtol", "atol", "adjoint", "steps", "seed", "kinetic_reg", "jacobian_reg",
+              "error_reg", "steer", "augment_dim", "first_step")  # in the run name already (odenet.naming)
 
 
 @dataclass
@@ -161,7 +162,9 @@ def check_eval(ev: dict[str, Any], where: str) -> None:
         ev[key] = coerce(f"{key} (in {where})", hints[key], ev[key])
     argv = ["--checkpoint", "unused.pt"]
     for key, value in ev.items():
-        if value is not None:
+        if isinstance(value, bool):  # a BooleanOptionalAction flag: --per-sample / --no-per-sample
+            argv.append(flag(key) if value else "--no-" + flag(key)[2:])
+        elif value is not None:
             argv += [flag(key), ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     try:
         parse_eval_args(argv)  # eval.py's own range and name checks, so both refuse the same values

@@ -24,6 +24,7 @@ training counts and nothing depends on call order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from odenet.models import fast_rk
+from odenet.models.regularizers import (NO_REGULARIZATION, REG_KEYS, IntegralsField, Regularization, initial_state,
+                                        recording_step_errors, state_norm, steer_end_time)
 from odenet.models.solvers import SolverSettings, as_solver_error, is_adaptive
 
 
@@ -85,6 +88,8 @@ class _CountedField(nn.Module):
         self.stats = stats
         self.autocast = autocast
         self.solving_forward = False
+        self.values_only = False  # set by IntegralsField when its inner graph is for a vjp only
+        self.last_dt: torch.Tensor | None = None  # the last accepted step of a forward solve (first_step reuse)
         self.start_solve()
 
     def start_solve(self) -> None:
@@ -96,7 +101,7 @@ class _CountedField(nn.Module):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.solving_forward:
             self.stats.nfe_forward += 1
-            recorded = torch.is_grad_enabled()
+            recorded = torch.is_grad_enabled() and not self.values_only
             self.stats.nfe_backprop += recorded
             self._step_recorded += recorded
         else:
@@ -124,6 +129,8 @@ class _CountedField(nn.Module):
 class _CountedAdaptiveField(_CountedField):
     def callback_accept_step(self, t0, y0, dt) -> None:
         self.stats.steps_accepted += 1
+        if self.solving_forward:
+            self.last_dt = dt.detach()
 
     def callback_reject_step(self, t0, y0, dt) -> None:
         self.stats.steps_rejected += 1
@@ -153,13 +160,18 @@ class ODEBlock(nn.Module):
         func: an ``nn.Module`` called as ``func(t, x)``; its parameters are the ones the
             adjoint differentiates.
         solver: how to integrate; change it later only through :func:`set_solver`.
+        regularization: the dynamics regularisers of training solves (:mod:`odenet.models.regularizers`);
+            their unweighted values of the last solve are in :attr:`reg_values`.
     """
 
-    def __init__(self, func: nn.Module, solver: SolverSettings | None = None, **solver_kw) -> None:
+    def __init__(self, func: nn.Module, solver: SolverSettings | None = None,
+                 regularization: Regularization | None = None, **solver_kw) -> None:
         super().__init__()
         self.func = func
         self.stats = SolverStats()
         self.autocast: torch.dtype | None = None
+        self.regularization = regularization or NO_REGULARIZATION
+        self.reg_values: dict[str, torch.Tensor] = {}  # reg_kinetic, reg_jacobian, reg_error of the last solve
         self.register_buffer("t", torch.zeros(2), persistent=False)
         self.configure(solver if solver is not None else SolverSettings(**solver_kw))
 
@@ -167,9 +179,13 @@ class ODEBlock(nn.Module):
         """Replace the solver settings (the one place they change after construction)."""
         self.solver = solver
         self.t[1] = solver.t1  # (2,) integration interval [0, t1], kept on the block's device
-        counted = _CountedAdaptiveField if is_adaptive(solver.method) else _CountedField
-        # Not registered as a submodule: state-dict keys stay ``func.*`` and the wrapper owns no parameters.
-        object.__setattr__(self, "_counted", counted(self.func, self.stats, self.autocast))
+        counted = (_CountedAdaptiveField if is_adaptive(solver.method) else _CountedField)(
+            self.func, self.stats, self.autocast)
+        integrals = IntegralsField(counted, self.regularization.jacobian > 0) if self.regularization.integrals \
+            else None
+        # Not registered as submodules: state-dict keys stay ``func.*`` and the wrappers own no parameters.
+        object.__setattr__(self, "_counted", counted)
+        object.__setattr__(self, "_integrals", integrals)
 
     def set_autocast(self, dtype: torch.dtype | None) -> None:
         """Evaluate the field under autocast to ``dtype`` (e.g. torch.bfloat16); None = full precision."""
@@ -177,8 +193,12 @@ class ODEBlock(nn.Module):
         self.configure(self.solver)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, ...) → the state at t1, same shape."""
-        return self.trajectory(x, self.t)[-1]
+        """x (B, ...) → the state at t1, same shape (at STEER's random end time in training)."""
+        t = self.t
+        b = self.regularization.steer
+        if b > 0 and self.training and torch.is_grad_enabled():
+            t = torch.stack([t[0], steer_end_time(self.solver.t1, b, t)])
+        return self.trajectory(x, t)[-1]
 
     def trajectory(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The states at the times ``t`` (1-D, increasing or decreasing, ``t[0]`` the initial time).
@@ -187,16 +207,26 @@ class ODEBlock(nn.Module):
         the step size t1 / steps over [t[0], t[-1]] (see :class:`SolverSettings`) and interpolate
         the times in between.
         """
-        s = self.solver
-        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": torchdiffeq_method(s), "options": s.options()}
+        s, reg = self.solver, self.regularization
+        options = s.options()
+        if s.first_step == "reuse" and is_adaptive(s.method) and self._counted.last_dt is not None:
+            options["first_step"] = self._counted.last_dt  # skips _select_initial_step's trial evaluation
+        func, y0 = self._counted, x
+        if self._integrals is not None:
+            func, y0 = self._integrals, initial_state(x)
+            options["norm"] = state_norm  # step-size control sees x only (see odenet.models.regularizers)
+            if self._integrals.jacobian:
+                self._integrals.probe = torch.randn_like(x)  # one Hutchinson probe per solve
+        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": torchdiffeq_method(s), "options": options}
         self._counted.solving_forward = True
         self._counted.start_solve()
         try:
-            if s.adjoint and torch.is_grad_enabled():
-                return odeint_adjoint(self._counted, x, t, adjoint_params=tuple(self.func.parameters()),
-                                      **s.adjoint_kwargs(), **kwargs)
-            # Without autograd the adjoint's forward pass is exactly this solve.
-            return odeint(self._counted, x, t, **kwargs)
+            with recording_step_errors() if reg.error > 0 else contextlib.nullcontext([]) as errors:
+                if s.adjoint and torch.is_grad_enabled():
+                    out = odeint_adjoint(func, y0, t, adjoint_params=tuple(self.func.parameters()),
+                                         **s.adjoint_kwargs(), **kwargs)
+                else:  # without autograd the adjoint's forward pass is exactly this solve
+                    out = odeint(func, y0, t, **kwargs)
         except AssertionError as exc:
             error = as_solver_error(exc, s, "forward")
             if error is None:
@@ -204,6 +234,17 @@ class ODEBlock(nn.Module):
             raise error from None
         finally:
             self._counted.solving_forward = False
+        if self._integrals is None and reg.error == 0:
+            return out
+        self.reg_values = {}
+        if self._integrals is not None:
+            out, kinetic, jacobian = out
+            self.reg_values["reg_kinetic"] = kinetic[-1].mean()
+            if self._integrals.jacobian:  # not estimated otherwise: no value rather than a false 0
+                self.reg_values["reg_jacobian"] = jacobian[-1].mean()
+        if reg.error > 0:
+            self.reg_values["reg_error"] = torch.stack(errors).sum() if errors else x.new_zeros(())
+        return out
 
     def extra_repr(self) -> str:
         return f"solver={self.solver}" + ("" if self.autocast is None else f", autocast={self.autocast}")
@@ -255,3 +296,26 @@ def set_solver(model: nn.Module, **changes) -> None:
         changes.update(rtol=tol, atol=tol)
     for block in ode_blocks(model).values():
         block.configure(dataclasses.replace(block.solver, **changes))
+
+
+def set_regularization(model: nn.Module, regularization: Regularization) -> None:
+    """Give every ODE block of ``model`` these dynamics regularisers (the one place they are set)."""
+    for block in ode_blocks(model).values():
+        block.regularization = regularization
+        block.configure(block.solver)
+
+
+def regularization_terms(model: nn.Module) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The weighted penalty of every ODE block's last solve (None without regularisers) and the
+    unweighted values summed over blocks (``reg_kinetic``, ``reg_jacobian``, ``reg_error``)."""
+    penalty, values = None, {}
+    for block in ode_blocks(model).values():
+        weights = {"reg_kinetic": block.regularization.kinetic, "reg_jacobian": block.regularization.jacobian,
+                   "reg_error": block.regularization.error}
+        for key in REG_KEYS:
+            if key in block.reg_values:
+                value = block.reg_values[key]
+                values[key] = values[key] + value if key in values else value
+                term = weights[key] * value
+                penalty = term if penalty is None else penalty + term
+    return penalty, values

@@ -73,6 +73,10 @@ class IntegralsField(nn.Module):
         self.func = func
         self.jacobian = jacobian
         self.probe: torch.Tensor | None = None
+        # torchdiffeq finds step callbacks by name on the function it integrates: pass the inner one's on.
+        for name in dir(func):
+            if name.startswith("callback_"):
+                setattr(self, name, getattr(func, name))
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x = state[0]  # (B, ...)
@@ -80,6 +84,17 @@ class IntegralsField(nn.Module):
         if not self.jacobian:
             f = self.func(t, x)
             return f, _mean_square(f), torch.zeros_like(state[2])
+        values_only = hasattr(self.func, "values_only") and not keep_graph
+        if values_only:  # the graph below is for the vjp only: no evaluation of it is backpropagated
+            self.func.values_only = True
+        try:
+            f, vjp = self._field_and_vjp(t, x, keep_graph)
+        finally:
+            if values_only:
+                self.func.values_only = False
+        return f, _mean_square(f), _mean_square(vjp)
+
+    def _field_and_vjp(self, t: torch.Tensor, x: torch.Tensor, keep_graph: bool):
         with torch.enable_grad():
             # Without an outer graph (the adjoint's forward solve, evaluation) x may still say
             # requires_grad (a view of the adjoint's input made under no_grad) without being on any
@@ -90,7 +105,7 @@ class IntegralsField(nn.Module):
             (vjp,) = torch.autograd.grad(f, x, self.probe, create_graph=keep_graph)  # εᵀ ∇ₓf, shape of x
         if not keep_graph:
             f, vjp = f.detach(), vjp.detach()
-        return f, _mean_square(f), _mean_square(vjp)
+        return f, vjp
 
 
 def _mean_square(v: torch.Tensor) -> torch.Tensor:

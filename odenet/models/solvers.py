@@ -24,6 +24,7 @@ ADAPTIVE_SOLVERS = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
 FIXED_SOLVERS = ("euler", "explicit_adams", "heun2", "heun3", "implicit_adams", "midpoint", "rk4")
 SOLVERS = tuple(sorted(s for s in ADAPTIVE_SOLVERS + FIXED_SOLVERS if s in TORCHDIFFEQ_SOLVERS))
 DEFAULT_STEPS = 6  # fixed-step solvers (and rknet) when --steps is not given
+FIRST_STEPS = ("auto", "reuse")
 
 
 def is_adaptive(method: str) -> bool:
@@ -82,6 +83,9 @@ class SolverSettings:
             observation times) takes ceil(length × steps / t1) equal steps.
         fast_rk: adaptive Runge–Kutta methods use :mod:`odenet.models.fast_rk` (torchdiffeq's
             step control with cheaper stage arithmetic); False runs torchdiffeq's own solver.
+        first_step: "auto" (torchdiffeq's ``_select_initial_step``: one trial evaluation per solve)
+            or "reuse": start from the last accepted step size of the block's previous solve
+            (torchdiffeq's ``first_step`` option), saving that evaluation.
     """
 
     method: str = "dopri5"
@@ -95,8 +99,11 @@ class SolverSettings:
     steps: int | None = None
     t1: float = 1.0
     fast_rk: bool = True
+    first_step: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.first_step not in FIRST_STEPS:
+            raise ValueError(f"first_step must be one of {', '.join(FIRST_STEPS)}, got {self.first_step!r}")
         if self.method not in SOLVERS:
             raise ValueError(f"unknown solver {self.method!r}; valid solvers: {', '.join(SOLVERS)}")
         for name in ("rtol", "atol", "adjoint_rtol", "adjoint_atol", "t1"):
@@ -150,10 +157,16 @@ def grid_steps(length: float, steps_per_unit: float) -> int:
 # --------------------------------------------------------------------------- the applicability rule
 
 # Solver options of a config (train.py's names; the dynamics experiments have all but t1 and fast_rk).
+# The ODE blocks' dynamics beyond the solver: regularisers (odenet.models.regularizers), ANODE's augmented
+# channels, the first step size. train.py has them; the dynamics experiments do not.
+DYNAMICS_FIELDS = ("kinetic_reg", "jacobian_reg", "error_reg", "steer", "augment_dim", "first_step")
 SOLVER_FIELDS = ("solver", "tol", "rtol", "atol", "adjoint", "adjoint_tol", "seminorm", "max_num_steps", "steps",
-                 "t1", "fast_rk")
-TOLERANCE_FIELDS = ("tol", "rtol", "atol", "adjoint_tol", "seminorm", "max_num_steps", "fast_rk")
+                 "t1", "fast_rk") + DYNAMICS_FIELDS
+# Adaptive solvers only: tolerances, their error norm and estimates, their first step.
+TOLERANCE_FIELDS = ("tol", "rtol", "atol", "adjoint_tol", "seminorm", "max_num_steps", "fast_rk", "error_reg",
+                    "first_step")
 ADJOINT_ONLY_FIELDS = ("adjoint_tol", "seminorm")
+DIRECT_ONLY_FIELDS = ("error_reg",)  # ERNODE differentiates the forward solve's error estimates
 
 
 @dataclass(frozen=True)
@@ -190,7 +203,7 @@ def inapplicable_fields(ode: bool, solver: str | None, adjoint: bool,
         return tuple(f for f in SOLVER_FIELDS if f not in constraint.own_fields)
     if not is_adaptive(solver or "dopri5"):
         return TOLERANCE_FIELDS
-    return ("steps",) + (() if adjoint else ADJOINT_ONLY_FIELDS)
+    return ("steps",) + (DIRECT_ONLY_FIELDS if adjoint else ADJOINT_ONLY_FIELDS)
 
 
 def resolve_solver_options(values: Mapping[str, Any], explicit: set[str], *, ode: bool = True,
@@ -238,6 +251,11 @@ def resolve_solver_options(values: Mapping[str, Any], explicit: set[str], *, ode
         if not adjoint:
             _reject_explicit(values, explicit, ["adjoint_tol"], "there is no adjoint solve without --adjoint")
             changes["adjoint_tol"] = None
+        elif values.get("error_reg"):
+            raise ConfigError("--error-reg differentiates the forward solve's error estimates, which the adjoint "
+                              "does not backpropagate through; drop --adjoint or --error-reg")
+        if values.get("error_reg") and values.get("fast_rk") is False:
+            raise ConfigError("--error-reg reads the error estimates of odenet's fast RK solvers; drop --no-fast-rk")
         return changes
     _reject_explicit(values, explicit, [f for f in TOLERANCE_FIELDS if f in values],
                      f"{solver} is a fixed-step solver; set --steps instead")

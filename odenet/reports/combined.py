@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from odenet.reports.methods import fig_pareto, methods_csv, methods_table
 from odenet.reports.render import Report, Section, finish_figure, new_figure, pad_x
 from odenet.reports.runs import Run, label_runs
 from odenet.reports.sweep import by_solver, legend_note, still_an_ode, tol_line
@@ -243,7 +244,7 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
     figures = {"fig3a_nfe_vs_error": fig3a(runs), "fig3b_nfe_vs_time": fig3b(runs),
                "fig3c_nfe_forward_vs_backward": fig3c(runs), "fig3d_nfe_over_training": fig3d(runs),
                "acc_vs_nfe": fig_acc_vs_nfe(runs), "acc_vs_tol": fig_acc_vs_tol(runs),
-               "memory_vs_nfe": fig_memory_vs_nfe(runs)}
+               "memory_vs_nfe": fig_memory_vs_nfe(runs), "methods_pareto": fig_pareto(runs)}
     dataset = ", ".join(sorted({r.dataset for r in runs}))
     paper, others = table1(runs)
     if others:
@@ -271,7 +272,15 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
                  "fig3d_nfe_over_training"]),
         Section("Accuracy, tolerance and memory", "Legends give the images (test) or batch size (training) behind "
                                                   "each curve.", ["acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe"]),
+        Section("Methods", "The study's levers side by side (`method`: the regularisers, ANODE channels or "
+                           "first-step reuse a run trained with; `plain` for none). Test columns come from the "
+                           "final evaluation (`test images`), training columns are means over the last epoch's "
+                           "steps at batch `batch`; `time/epoch s` sums those steps' `time_step_ms`. The plot adds "
+                           "each run's test-time sweep (small markers) and the frontier no point beats on both "
+                           "accuracy and NFE. Also in `methods.csv`.\n\n" + methods_table(runs),
+                ["methods_pareto"]),
         Section("What these runs measured", measured_findings(runs)),
     ]
     files = {"sweep_points.csv": sweep_points_csv(runs)} if any(r.sweep for r in runs) else {}
+    files["methods.csv"] = methods_csv(runs)
     return Report(title, sections, figures, files)

@@ -41,7 +41,11 @@ from odenet.models.solvers import SOLVERS
 HPARAMS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "backbone": ("str", tuple(list_backbones())), "dataset": ("str", tuple(list_datasets())),
     "solver": ("str", SOLVERS), "tol": ("float", None), "adjoint": ("str", ("false", "true")), "seed": ("int", None),
-    "steps": ("int", None), "epochs": ("int", None), "batch_size": ("int", None), "lr": ("float", None)}
+    "steps": ("int", None), "epochs": ("int", None), "batch_size": ("int", None), "lr": ("float", None),
+    # the study's levers and recipe (issue 11)
+    "optimizer": ("str", ("sgd", "adamw")), "schedule": ("str", ("step", "cosine", "onecycle")),
+    "kinetic_reg": ("float", None), "jacobian_reg": ("float", None), "error_reg": ("float", None),
+    "steer": ("float", None), "augment_dim": ("int", None), "first_step": ("str", ("auto", "reuse"))}
 HPARAM_KEYS = tuple(HPARAMS)
 SHOWN_HPARAMS = ("backbone", "solver", "tol", "adjoint", "seed")  # the grids' variables: TensorBoard shows 5
 # Metrics of the HParams table (existing scalar tags, whose last value each run shows), the first five
@@ -180,3 +184,14 @@ def write_report(report, logdir: str, prefix: str, images: bool = False) -> None
         for name in report.figures if images else ():
             image = np.asarray(Image.open(io.BytesIO(report.png(name))).convert("RGB"))
             writer.add_image(f"{prefix}/{name}", image, global_step=0, dataformats="HWC")
+
+
+def write_histograms(logdir: str, tag: str, series: list, labels: list[str]) -> None:
+    """One histogram per entry of ``series`` under ``tag``, step = its position (e.g. per-image NFE, one step per
+    tolerance from loose to tight, so TensorBoard's offset view stacks the tolerances), and a text entry
+    ``<tag>/steps`` saying which setting each step is."""
+    with SummaryWriter(logdir) as writer:
+        for step, values in enumerate(series):
+            writer.add_histogram(tag, np.asarray(values, dtype=np.float64), global_step=step)
+        legend = "\n".join(f"- step {step}: {label}" for step, label in enumerate(labels))
+        writer.file_writer.add_summary(text_summary(f"{tag}/steps", legend), 0)

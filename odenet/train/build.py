@@ -17,7 +17,7 @@ from torch import nn
 from odenet.config import ConfigError
 from odenet.data import DataBundle, build_loaders
 from odenet.models import backbone_entry, create_backbone
-from odenet.models.ode import ode_blocks
+from odenet.models.ode import ode_blocks, set_regularization
 from odenet.train import distributed
 from odenet.train.config import TrainConfig
 
@@ -63,13 +63,19 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world_size
 
 def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     kwargs: dict[str, Any] = {"image_size": data.spec.image_size}
-    if backbone_entry(cfg.backbone).ode:
+    ode = backbone_entry(cfg.backbone).ode
+    if ode:
         kwargs["solver"] = cfg.solver_settings()
+    if cfg.augment_dim:
+        kwargs["augment_dim"] = cfg.augment_dim
     try:
-        return create_backbone(cfg.backbone, in_channels=data.spec.channels, num_classes=data.spec.num_classes,
-                               **kwargs)
+        model = create_backbone(cfg.backbone, in_channels=data.spec.channels, num_classes=data.spec.num_classes,
+                                **kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if ode:
+        set_regularization(model, cfg.regularization())
+    return model
 
 
 def configure_backends(cfg: TrainConfig) -> None:

@@ -53,9 +53,16 @@ class TrainConfig:
     batch_size: int = opt(128, "training batch size")
     test_batch_size: int = opt(1000, "evaluation batch size")
     workers: int = opt(0, "DataLoader worker processes (data are in memory; 0 is usually fastest on CPU)")
-    lr: float = opt(0.1, "SGD learning rate")
+    optimizer: str = opt("sgd", "sgd (the paper's, with --momentum) or adamw")
+    lr: float = opt(0.1, "learning rate (the peak rate of cosine and onecycle)")
     momentum: float = opt(0.9, "SGD momentum")
-    weight_decay: float = opt(0.0, "SGD weight decay")
+    weight_decay: float = opt(0.0, "weight decay (AdamW: decoupled)")
+    schedule: str = opt("step", "step (x --lr-gamma after each of --milestones, per epoch: the paper's), cosine or "
+                                "onecycle (per step, after --warmup-epochs)")
+    warmup_epochs: float = opt(0.0, "cosine and onecycle: linear warm-up from lr/25 over this many epochs")
+    label_smoothing: float = opt(0.0, "label smoothing of the training cross-entropy (the logged loss stays the "
+                                      "plain cross-entropy)")
+    grad_clip: float | None = opt(None, "clip the gradients' global norm to this value before each step")
     milestones: list[int] = opt([60, 100, 140], "epochs after which the learning rate is multiplied by --lr-gamma",
                                 metavar="E1,E2")
     lr_gamma: float = opt(0.1, "learning-rate decay factor at each milestone")
@@ -69,6 +76,17 @@ class TrainConfig:
     max_num_steps: int | None = opt(1000, "adaptive solvers fail after this many steps per solve (runaway guard)")
     steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...) and rknet: number of steps (default 6)")
     t1: float | None = opt(1.0, "integrate the ODE blocks over t in [0, T1]")
+    kinetic_reg: float | None = opt(0.0, "RNODE kinetic-energy weight: lambda_K * integral of |f|^2 dt")
+    jacobian_reg: float | None = opt(0.0, "RNODE Jacobian weight: lambda_J * integral of |df/dx|_F^2 dt "
+                                          "(Hutchinson estimate, one probe per solve)")
+    error_reg: float | None = opt(0.0, "ERNODE weight: lambda_E * sum over accepted steps of |local error| * |dt| "
+                                       "(adaptive solvers, direct backpropagation)")
+    steer: float | None = opt(0.0, "STEER: train with the end time drawn from U(t1 - B, t1 + B) per batch "
+                                   "(0 < B < t1); evaluation uses t1", metavar="B")
+    augment_dim: int | None = opt(0, "ANODE: zero channels appended to the ODE state (odenet backbone)",
+                                  metavar="K")
+    first_step: str | None = opt("auto", "adaptive solvers' first step: auto (torchdiffeq's choice, one trial "
+                                         "evaluation) or reuse (the previous solve's last accepted step)")
     fast_rk: bool | None = opt(True, "adaptive Runge-Kutta solvers with odenet's cheaper stage arithmetic (same "
                                      "method and step control as torchdiffeq); --no-fast-rk runs torchdiffeq's own")
     seed: int = opt(0, "seed of weights, batch order and augmentation")
@@ -105,7 +123,14 @@ class TrainConfig:
         return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
                               adjoint_rtol=self.adjoint_tol, adjoint_atol=self.adjoint_tol,
                               seminorm=bool(self.seminorm), max_num_steps=self.max_num_steps, steps=self.steps,
-                              t1=self.t1, fast_rk=self.fast_rk is not False)
+                              t1=self.t1, fast_rk=self.fast_rk is not False, first_step=self.first_step or "auto")
+
+    def regularization(self):
+        """The ODE blocks' :class:`~odenet.models.regularizers.Regularization` (None values count as off)."""
+        from odenet.models.regularizers import Regularization  # torch: imported when a model is built
+
+        return Regularization(kinetic=self.kinetic_reg or 0.0, jacobian=self.jacobian_reg or 0.0,
+                              error=self.error_reg or 0.0, steer=self.steer or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "config"}
@@ -128,6 +153,10 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     _check_choice("--device", cfg.device, ["auto", "cpu", "cuda"])
     _check_choice("--amp", cfg.amp, ["none", "bf16"])
     _check_choice("--on-solver-failure", cfg.on_solver_failure, ["stop", "skip-batch"])
+    _check_choice("--optimizer", cfg.optimizer, ["sgd", "adamw"])
+    _check_choice("--schedule", cfg.schedule, ["step", "cosine", "onecycle"])
+    if cfg.first_step is not None:
+        _check_choice("--first-step", cfg.first_step, ["auto", "reuse"])
     for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
                  "max_num_steps", "steps", "checkpoint_every"):
         value = getattr(cfg, name)
@@ -141,12 +170,35 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{flag(name)} must be a positive number, got {value}")
-    for name in ("momentum", "weight_decay"):
-        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
-            raise ConfigError(f"{flag(name)} must be 0 or a positive number, got {getattr(cfg, name)}")
+    for name in ("momentum", "weight_decay", "warmup_epochs", "kinetic_reg", "jacobian_reg", "error_reg", "steer"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{flag(name)} must be 0 or a positive number, got {value}")
+    _check_recipe(cfg)
     entry = backbone_entry(cfg.backbone)
+    if cfg.augment_dim and cfg.backbone != "odenet":
+        raise ConfigError(f"--augment-dim widens the odenet backbone's ODE state; {cfg.backbone} has no such "
+                          f"option: drop it or use --backbone odenet")
     changes = resolve_solver_options(dataclasses.asdict(cfg), explicit, ode=entry.ode, constraint=entry.solver)
     return dataclasses.replace(cfg, **changes)
+
+
+def _check_recipe(cfg: TrainConfig) -> None:
+    """Optimizer and schedule values that need each other, or a range."""
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.grad_clip is not None and not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
+        raise ConfigError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
+    if cfg.schedule == "step" and cfg.warmup_epochs:
+        raise ConfigError("--warmup-epochs applies to --schedule cosine or onecycle; the step schedule has none")
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"--warmup-epochs {cfg.warmup_epochs:g} leaves nothing of --epochs {cfg.epochs} to "
+                          f"anneal; use fewer warm-up epochs")
+    if cfg.augment_dim is not None and cfg.augment_dim < 0:
+        raise ConfigError(f"--augment-dim must be 0 or more, got {cfg.augment_dim}")
+    if cfg.steer and cfg.t1 is not None and cfg.steer >= cfg.t1:
+        raise ConfigError(f"--steer {cfg.steer:g} must be below --t1 {cfg.t1:g} (the end time is drawn from "
+                          f"[t1 - B, t1 + B] and must stay positive)")
 
 
 def _check_choice(name: str, value: str, valid: list[str]) -> None:

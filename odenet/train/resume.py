@@ -8,6 +8,7 @@ from it, so a mid-epoch resume replays the epoch's draws and skips those batches
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +47,11 @@ def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: str) -> N
             raise CheckpointError(f"checkpoint {path} is from a {saved.get(key)} run, not {getattr(cfg, key)}; "
                                   f"resume with --{key} {saved.get(key)}")
     current = cfg.to_dict()
+    # A key a checkpoint of an earlier version lacks is an option that version did not have: it ran as
+    # the option's default (or without it, None) does now.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     changed = [k for k in sorted(set(saved) | set(current)) if k not in RESUMABLE_CHANGES
-               and saved.get(k) != current.get(k)]
+               and (saved[k] != current.get(k) if k in saved else current.get(k) not in (None, defaults.get(k)))]
     if changed and not cfg.force:
         detail = ", ".join(f"{flag(k)} {current.get(k)} (run: {saved.get(k)})" for k in changed[:3])
         raise ConfigError(f"refusing to resume {path} with other settings: {detail}; resume with the run's settings, "

@@ -19,7 +19,7 @@ from torch import nn
 
 from odenet.errors import RunFailure
 from odenet.measure import Clock, EventClock, SavedTensorMeter, peak_mem_mb, reset_peak
-from odenet.models.ode import ode_blocks, reset_nfe, take_nfe
+from odenet.models.ode import ode_blocks, regularization_terms, reset_nfe, take_nfe
 from odenet.models.solvers import as_solver_error
 
 
@@ -54,15 +54,18 @@ def flat_nfe(stats: dict) -> dict[str, float]:
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                    compute: Callable[[], tuple[torch.Tensor, Mapping[str, torch.Tensor | float]]], *,
                    params: Iterable[torch.Tensor] | None = None, measure_memory: bool = True,
-                   data_start=None) -> dict[str, float]:
+                   data_start=None, grad_clip: float | None = None) -> dict[str, float]:
     """Forward (``compute()``), backward and optimizer step, timed and counted: every training loop's step.
 
     ``compute()`` returns the loss to minimise and other quantities to report (0-d tensors or
-    floats, e.g. ``acc``); the row holds ``loss`` and those, the phase times, ``act_mem_mb``
+    floats, e.g. ``acc``); the row holds ``loss`` and those (when they include a ``loss`` of their own —
+    the plain cross-entropy beside a regularised or smoothed objective — the minimised value is
+    ``loss_total``), the phase times, ``act_mem_mb``
     (when ``measure_memory``; ``params`` are left out of it), ``peak_mem_mb`` on CUDA and the
     NFE counters. Phase times come from :class:`EventClock` marks, read after the step's two
     unavoidable synchronisations (the loss, which decides whether to update, and the step's
     end). ``data_start``: an EventClock mark taken before the batch was fetched (``time_data_ms``).
+    ``grad_clip``: the gradients' global norm is clipped to it before the update.
 
     Raises:
         NonFiniteLossError: the loss is NaN or infinite; the weights are left as they were.
@@ -94,6 +97,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     if not math.isfinite(values[0]):
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(f"the loss is {values[0]}")
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
     t3 = clock.mark()
     clock.wait(t3)
@@ -101,6 +106,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     row = {"loss": values[0], **{k: v for k, v in extras.items() if k not in tensors}, **dict(zip(tensors, values[1:])),
            "time_step_ms": clock.ms(t0, t3) - meter_ms, "time_forward_ms": clock.ms(t0, t1),
            "time_backward_ms": clock.ms(t1_meter, t2)}
+    if "loss" in extras:
+        row["loss_total"] = values[0]
     if meter is not None:
         row["act_mem_mb"] = meter.mb
         row["time_meter_ms"] = meter_ms
@@ -114,13 +121,28 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               params: Iterable[torch.Tensor], data_start=None) -> dict[str, float]:
-    """A classifier's step on one batch already on the model's device: cross-entropy, with ``acc``."""
+               params: Iterable[torch.Tensor], data_start=None, *, label_smoothing: float = 0.0,
+               grad_clip: float | None = None) -> dict[str, float]:
+    """A classifier's step on one batch already on the model's device.
+
+    Minimises the (label-smoothed) cross-entropy plus the ODE blocks' weighted regularisers; the
+    row's ``loss`` is the plain cross-entropy whatever is minimised (``loss_total``), so losses
+    compare across recipes and with evaluation, and ``reg_*`` are the regularisers' unweighted values.
+    """
     def compute():
         logits = model(images)
-        return F.cross_entropy(logits, labels), {"acc": (logits.argmax(1) == labels).float().mean()}
+        loss = F.cross_entropy(logits, labels)
+        extras: dict[str, torch.Tensor] = {"acc": (logits.argmax(1) == labels).float().mean()}
+        minimised = F.cross_entropy(logits, labels, label_smoothing=label_smoothing) if label_smoothing else loss
+        penalty, regularizers = regularization_terms(model)
+        extras.update(regularizers)
+        if penalty is not None:
+            minimised = minimised + penalty
+        if minimised is not loss:
+            extras["loss"] = loss
+        return minimised, extras
 
-    return optimizer_step(model, optimizer, compute, params=params, data_start=data_start)
+    return optimizer_step(model, optimizer, compute, params=params, data_start=data_start, grad_clip=grad_clip)
 
 
 def to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
@@ -155,7 +177,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, limit:
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
-        batch = {"time_ms": elapsed_batch * 1e3, **flat_nfe(take_nfe(model))}
+        batch = {"time_ms": elapsed_batch * 1e3, **flat_nfe(take_nfe(model)),
+                 **{k: v.item() for k, v in regularization_terms(model)[1].items()}}
         peak = peak_mem_mb(device)
         if peak is not None:
             batch["peak_mem_mb"] = peak

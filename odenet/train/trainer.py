@@ -30,7 +30,7 @@ from odenet.train.build import (build_data, build_model, compile_settings, confi
                                 setup_process, speed_up)
 from odenet.train.config import TrainConfig
 from odenet.train.interrupts import FailurePolicy, StopSignals, checkpoint_note
-from odenet.train.optim import apply_optimizer_settings, build_optimizer, build_scheduler
+from odenet.train.optim import apply_optimizer_settings, build_optimizer, build_schedule, steps_per_epoch
 from odenet.train.resume import Progress, check_resume_config, checkpoint_state, restore_state
 from odenet.train.step import NonFiniteLossError, evaluate, to_device, train_step
 from odenet.train.summary import epoch_line, last_epoch_rows, run_header, run_summary
@@ -56,7 +56,7 @@ class Trainer:
         self.model = distributed.wrap(self.dist, self.raw_model, self.device)
         self.params = list(self.model.parameters())
         self.optimizer = build_optimizer(self.params, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.scheduler = build_schedule(self.optimizer, cfg, steps_per_epoch(cfg, self.data.train))
         self.progress, self.resumed_from = Progress(), resume_from
         if saved is not None:
             self.progress = restore_state(saved, resume_from, self.raw_model, self.optimizer, self.scheduler,
@@ -138,7 +138,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, logger: RunLogger | None) -> list[dict]:
         cfg, p = self.cfg, self.progress
         loader = self.data.train
-        total = len(loader) if cfg.limit_train_batches is None else min(cfg.limit_train_batches, len(loader))
+        total = steps_per_epoch(cfg, loader)
         skip, p.batches_done = p.batches_done, 0  # a mid-epoch resume replays the epoch's draws up to here
         bar = tqdm(total=total, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (cfg.progress and self.dist.is_main) or None, file=sys.stderr)
@@ -163,7 +163,7 @@ class Trainer:
                 self._check_signal(epoch)
         finally:
             bar.close()
-        self.scheduler.step()
+        self.scheduler.after_epoch()
         return rows
 
     def _train_batch(self, epoch: int, index: int, batch, data_start, logger: RunLogger | None) -> dict | None:
@@ -172,7 +172,8 @@ class Trainer:
         images, labels = to_device(batch, self.device, self.cfg.channels_last)
         self.failures.before_batch()
         try:
-            row = train_step(self.model, images, labels, self.optimizer, self.params, data_start)
+            row = train_step(self.model, images, labels, self.optimizer, self.params, data_start,
+                             label_smoothing=self.cfg.label_smoothing, grad_clip=self.cfg.grad_clip)
         except (SolverError, NonFiniteLossError) as exc:
             self.optimizer.zero_grad(set_to_none=True)
             reset_nfe(self.model)  # the failed batch's evaluations belong to no step
@@ -188,6 +189,7 @@ class Trainer:
             return None
         self.failures.succeeded()
         row = distributed.combine_rows(self.dist, {**row, "lr": self.optimizer.param_groups[0]["lr"]})
+        self.scheduler.after_step()
         p.step += 1
         if logger:
             logger.log({"split": "train", "epoch": epoch, "step": p.step, **row})

@@ -1,0 +1,296 @@
+"""Per-sample evaluation (``eval.py --per-sample``): per_sample.csv, its statistics and its report section.
+
+Each test image was solved with its own adaptive step control (:func:`odenet.models.solve_per_sample`),
+and, side by side, in the batch the sweep solves it in. A row is one image at one setting; a batch
+solve evaluates f ``nfe_forward_batched`` times on every image of its batch, so the batching tax is
+the share of those evaluations beyond what each image needed alone: ``1 - mean(nfe_forward) /
+mean(nfe_forward_batched)``. It can be negative: the batch's error norm is an RMS over all images, so
+a hard image may need more steps alone than in a batch of easy ones. Torch-free (numpy and matplotlib).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from odenet.reports.render import Report, Section, finish_figure, fmt, md_table, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PER_SAMPLE_COLUMNS = ("solver", "tol", "index", "label", "pred", "correct", "confidence", "nfe_forward",
+                      "steps_accepted", "steps_rejected", "nfe_forward_batched", "batch", "batch_size")
+INT_COLUMNS = {"index", "label", "pred", "nfe_forward", "steps_accepted", "steps_rejected", "nfe_forward_batched",
+               "batch", "batch_size"}
+GALLERY = 16  # most and least expensive images shown per setting
+QUANTILES = (("min", 0.0), ("10%", 0.1), ("50%", 0.5), ("90%", 0.9), ("max", 1.0))
+NOTES = ("`nfe_forward`: evaluations of f for this image solved alone with its own step control (summed over ODE "
+         "blocks; 2 + stages × steps per block), as a batch-of-1 solve counts them. `nfe_forward_batched`: NFE of "
+         "the batch solve this image was in (the sweep's batch, the same images in the same order; every image of "
+         "a batch shares it). Batching tax: 1 − mean per-image NFE / mean batched NFE per image, the share of a "
+         "batched solve's evaluations beyond what each image needed; negative where images alone need more "
+         "steps than in a batch (the batch's error norm is an RMS over all its images). images/s: the per-sample "
+         "and the batched forward pass of the same batches, timed alternately in one run.")
+
+
+def write_per_sample_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """The rows as CSV: the fixed columns, then the per-block ones (``nfe_forward/<block>``…) in first-seen order."""
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in PER_SAMPLE_COLUMNS))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*PER_SAMPLE_COLUMNS, *extra])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_per_sample_csv(path: Path) -> list[dict[str, Any]]:
+    """per_sample.csv back as typed rows (ints, floats, ``correct`` as bool)."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k, v in r.items():
+            if k == "correct":
+                r[k] = v == "True"
+            elif k in INT_COLUMNS or k.startswith(("nfe_forward/", "nfe_forward_batched/")):
+                r[k] = int(float(v))
+            elif k in ("tol", "confidence"):
+                r[k] = float(v)
+    return rows
+
+
+def by_setting(rows: list[dict[str, Any]]) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """Rows grouped by (solver, tol), in order of first appearance."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["solver"], r["tol"])].append(r)
+    return dict(groups)
+
+
+def ranked(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A setting's rows from cheapest to most expensive; ties by image index, so the order is deterministic."""
+    return sorted(group, key=lambda r: (r["nfe_forward"], r["index"]))
+
+
+def gallery_indices(rows: list[dict[str, Any]], k: int = GALLERY) -> dict[tuple[str, float], dict[str, list[int]]]:
+    """Per setting the image indices of the ``k`` most (most expensive first) and ``k`` least expensive."""
+    out = {}
+    for key, group in by_setting(rows).items():
+        order = ranked(group)
+        out[key] = {"most": [r["index"] for r in order[::-1][:k]], "least": [r["index"] for r in order[:k]]}
+    return out
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    """min, 10%, 50%, 90%, max (linear interpolation) and mean."""
+    a = np.asarray(values, dtype=float)
+    out = {name: float(np.quantile(a, q)) for name, q in QUANTILES}
+    out["mean"] = float(a.mean())
+    return out
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (what Spearman's coefficient ranks by)."""
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a))
+    for value in np.unique(a):
+        tied = a == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    """Pearson's r; NaN when either side does not vary."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho: Pearson's r of the tie-averaged ranks."""
+    return pearson(list(_ranks(np.asarray(x, dtype=float))), list(_ranks(np.asarray(y, dtype=float))))
+
+
+def nfe_bins(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracy per NFE quantile bin: deciles from 100 images, quartiles below; equal counts by rank."""
+    order = ranked(group)
+    n_bins = 10 if len(order) >= 100 else 4
+    bins = []
+    for k, part in enumerate(np.array_split(np.arange(len(order)), n_bins)):
+        chunk = [order[i] for i in part]
+        if chunk:
+            bins.append({"bin": k + 1, "of": n_bins, "images": len(chunk), "nfe_min": chunk[0]["nfe_forward"],
+                         "nfe_max": chunk[-1]["nfe_forward"], "acc": sum(r["correct"] for r in chunk) / len(chunk)})
+    return bins
+
+
+def batching_tax(rows: list[dict[str, Any]], timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting: mean per-image and batched NFE per image, the tax, and per-sample vs batched images/s."""
+    times = {(t["solver"], t["tol"]): t for t in timing}
+    out = []
+    for (solver, tol), group in by_setting(rows).items():
+        alone = sum(r["nfe_forward"] for r in group) / len(group)
+        batched = sum(r["nfe_forward_batched"] for r in group) / len(group)
+        t = times.get((solver, tol), {})
+        ps = len(group) / t["time_per_sample_s"] if t.get("time_per_sample_s") else math.nan
+        bt = len(group) / t["time_batched_s"] if t.get("time_batched_s") else math.nan
+        out.append({"solver": solver, "tol": tol, "images": len(group),
+                    "batch_size": max(r["batch_size"] for r in group),
+                    "nfe_per_sample": alone, "nfe_batched": batched, "tax": 1 - alone / batched,
+                    "images_per_s_per_sample": ps, "images_per_s_batched": bt, "throughput_ratio": ps / bt})
+    return out
+
+
+def _label(key: tuple[str, float]) -> str:
+    return f"{key[0]} tol {key[1]:g}"
+
+
+def _slug(key: tuple[str, float]) -> str:
+    return f"{key[0]}_tol{key[1]:g}"
+
+
+def _note(group: list[dict[str, Any]]) -> str:
+    return f"{len(group):,} images, batch {max(r['batch_size'] for r in group)}"
+
+
+def tables(rows: list[dict[str, Any]], timing: list[dict[str, Any]]) -> str:
+    """Quantiles, correlations, accuracy per NFE bin and the batching tax, as Markdown."""
+    groups = by_setting(rows)
+    q_body, c_body, b_body = [], [], []
+    for key, g in groups.items():
+        q = quantiles([r["nfe_forward"] for r in g])
+        q_body.append([_label(key), *(fmt(q[n], ".1f") for n, _ in QUANTILES), fmt(q["mean"], ".2f"), _note(g)])
+        nfe, conf = [r["nfe_forward"] for r in g], [r["confidence"] for r in g]
+        right = [r["nfe_forward"] for r in g if r["correct"]]
+        wrong = [r["nfe_forward"] for r in g if not r["correct"]]
+        c_body.append([_label(key), fmt(spearman(nfe, conf), ".3f"), fmt(pearson(nfe, conf), ".3f"),
+                       fmt(np.mean(right) if right else None, ".2f"), fmt(np.mean(wrong) if wrong else None, ".2f"),
+                       _note(g)])
+        for b in nfe_bins(g):
+            b_body.append([_label(key), f"{b['bin']}/{b['of']}", f"{b['nfe_min']}–{b['nfe_max']}", str(b["images"]),
+                           fmt(b["acc"], ".3f"), _note(g)])
+    t_body = [[_label((t["solver"], t["tol"])), f"{t['images']:,}", str(t["batch_size"]),
+               fmt(t["nfe_per_sample"], ".2f"), fmt(t["nfe_batched"], ".2f"), f"{100 * t['tax']:.1f}%",
+               fmt(t["images_per_s_per_sample"], ".1f"), fmt(t["images_per_s_batched"], ".1f"),
+               fmt(t["throughput_ratio"], ".3f")] for t in batching_tax(rows, timing)]
+    return "\n\n".join([
+        "**Per-image NFE** (quantiles over images)\n\n"
+        + md_table(["setting", *(n for n, _ in QUANTILES), "mean", "from"], q_body),
+        "**NFE against confidence** (max softmax of the per-sample forward) and correctness\n\n"
+        + md_table(["setting", "Spearman ρ", "Pearson r", "mean NFE correct", "mean NFE wrong", "from"], c_body),
+        "**Accuracy per NFE quantile** (bins of equal image count, cheapest first): are expensive images the ones it "
+        "gets wrong? (ranked by NFE, ties by image index)\n\n"
+        + md_table(["setting", "bin", "nfe_forward", "images", "acc", "from"], b_body),
+        "**The batching tax**\n\n" + md_table(["setting", "images", "batch", "mean per-image NFE",
+                                              "batched NFE per image", "tax", "images/s per-sample",
+                                              "images/s batched", "per-sample / batched"], t_body),
+        NOTES])
+
+
+def figures(rows: list[dict[str, Any]], images: dict[int, np.ndarray] | None = None) -> dict[str, Figure]:
+    """Histogram, NFE vs confidence, box plots (correct/wrong, per class), accuracy per NFE bin, galleries."""
+    groups = by_setting(rows)
+    note = "; ".join(f"{_label(k)}: {_note(g)}" for k, g in groups.items())
+    figs = {}
+    fig, ax = new_figure(f"per-image nfe_forward\n{note}", "nfe_forward (image solved alone)", "images")
+    edges = np.histogram_bin_edges([r["nfe_forward"] for r in rows], bins=min(30, len({r["nfe_forward"] for r in rows})
+                                                                         or 1))
+    for key, g in groups.items():
+        ax.hist([r["nfe_forward"] for r in g], bins=edges, alpha=0.5, label=_label(key))
+    figs["per_sample_nfe_hist"] = finish_figure(fig, ax)
+    fig, ax = new_figure(f"nfe_forward vs confidence\n{note}", "confidence (max softmax)", "nfe_forward")
+    for key, g in groups.items():
+        rho = spearman([r["nfe_forward"] for r in g], [r["confidence"] for r in g])
+        ax.scatter([r["confidence"] for r in g], [r["nfe_forward"] for r in g], s=8, alpha=0.6,
+                   label=f"{_label(key)} (Spearman {rho:.2f})")
+    figs["per_sample_nfe_vs_confidence"] = finish_figure(fig, ax)
+    figs["per_sample_nfe_correct"] = _boxes(groups, note)
+    for key, g in groups.items():
+        classes = sorted({r["label"] for r in g})
+        fig, ax = new_figure(f"nfe_forward per class, {_label(key)}\n{_note(g)}", "true class", "nfe_forward")
+        ax.boxplot([[r["nfe_forward"] for r in g if r["label"] == c] for c in classes])
+        ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+        figs[f"per_sample_nfe_by_class_{_slug(key)}"] = finish_figure(fig, ax)
+    fig, ax = new_figure(f"accuracy per NFE quantile bin (cheapest first)\n{note}", "NFE bin", "test acc")
+    for key, g in groups.items():
+        bins = nfe_bins(g)
+        ax.plot([b["bin"] for b in bins], [b["acc"] for b in bins], "o-", label=_label(key))
+    figs["per_sample_acc_by_nfe"] = finish_figure(fig, ax)
+    if images:
+        for key, g in groups.items():
+            figs[f"per_sample_gallery_{_slug(key)}"] = _gallery(key, g, images)
+    return figs
+
+
+def _boxes(groups: dict, note: str) -> Figure:
+    """NFE of correct and wrong images, two boxes per setting."""
+    fig, ax = new_figure(f"nfe_forward of correct and wrong images\n{note}", "setting", "nfe_forward")
+    data, names = [], []
+    for key, g in groups.items():
+        for ok in (True, False):
+            values = [r["nfe_forward"] for r in g if r["correct"] == ok]
+            data.append(values or [math.nan])
+            names.append(f"{key[1]:g} {'correct' if ok else 'wrong'}\n({len(values)})")
+    ax.boxplot(data)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    ax.tick_params(axis="x", labelsize=7)
+    return finish_figure(fig, ax)
+
+
+def _gallery(key: tuple[str, float], group: list[dict[str, Any]], images: dict[int, np.ndarray]) -> Figure:
+    """The GALLERY most expensive (top rows) and least expensive (bottom rows) images: label, prediction, NFE."""
+    from matplotlib.figure import Figure
+
+    picks = gallery_indices(group)[key]
+    by_index = {r["index"]: r for r in group}
+    cols = 8
+    rows_each = math.ceil(GALLERY / cols)
+    fig = Figure(figsize=(cols * 1.2, 2 * rows_each * 1.45 + 0.6))
+    axes = fig.subplots(2 * rows_each, cols)
+    fig.suptitle(f"{_label(key)}, {_note(group)}: top {rows_each} rows the {GALLERY} most expensive images, "
+                 f"bottom {rows_each} the {GALLERY} least (y = label, p = prediction)", fontsize=8)
+    for part, indices in enumerate((picks["most"], picks["least"])):
+        for k in range(rows_each * cols):
+            ax = axes[part * rows_each + k // cols, k % cols]
+            ax.axis("off")
+            if k < len(indices) and indices[k] in images:
+                r = by_index[indices[k]]
+                img = images[indices[k]]
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+                ax.set_title(f"y{r['label']} p{r['pred']} nfe {r['nfe_forward']}", fontsize=6,
+                             color="black" if r["correct"] else "red")
+    fig.tight_layout()
+    return fig
+
+
+def per_sample_section(rows: list[dict[str, Any]], timing: list[dict[str, Any]],
+                       images: dict[int, np.ndarray] | None = None, skipped: list[str] | None = None,
+                       ) -> tuple[Section, dict[str, Figure]]:
+    """The report section of a per-sample evaluation and its figures."""
+    figs = figures(rows, images)
+    text = tables(rows, timing)
+    if skipped:
+        text += "\n\nSkipped (fixed-grid solvers have no per-image step control): " + ", ".join(skipped) + "."
+    return Section("Per-sample evaluation: each image solved with its own step control", text, list(figs)), figs
+
+
+def add_per_sample(report: Report, out_dir: Path) -> None:
+    """Read per_sample.csv, per_sample.json (timing, skipped settings) and per_sample_images.npz in ``out_dir``
+    and append their section to ``report``."""
+    rows = read_per_sample_csv(out_dir / "per_sample.csv")
+    saved = json.loads((out_dir / "per_sample.json").read_text())
+    timing, skipped = saved["timing"], saved.get("skipped")
+    npz = out_dir / "per_sample_images.npz"
+    images = None
+    if npz.is_file():
+        with np.load(npz) as data:
+            images = dict(zip(data["index"].tolist(), data["images"]))
+    section, figs = per_sample_section(rows, timing, images, skipped)
+    report.sections.append(section)
+    report.figures.update(figs)

@@ -1,0 +1,34 @@
+"""The benchmarks' own verdicts (pure functions; the benchmarks themselves are not part of the suite)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from throughput import same_training  # noqa: E402
+from time_to_accuracy import test_rows as read_test_rows  # noqa: E402
+
+
+def row(plain_f: float, ours_f: float, plain_b: float = 0.0, ours_b: float = 0.0) -> dict:
+    return {"plain_nfe_forward": plain_f, "odenet_nfe_forward": ours_f,
+            "plain_nfe_backward": plain_b, "odenet_nfe_backward": ours_b}
+
+
+def test_same_training_accepts_rounding_and_flags_the_first_divergent_step():
+    same = same_training([2.3, 2.0, 1.5], [2.3 * (1 + 1e-5), 2.0, 1.5], row(26, 26))
+    assert same["loss_match"] and same["loss_first_step_over_rtol"] is None and same["nfe_within_5pct"]
+    apart = same_training([2.3, 2.0, 1.5], [2.3, 2.01, 1.6], row(20, 22, 30, 30))
+    assert not apart["loss_match"] and apart["loss_first_step_over_rtol"] == 2
+    assert not apart["nfe_within_5pct"] and abs(apart["nfe_rel_diff"]["forward"] - 0.1) < 1e-12
+
+
+def test_time_to_accuracy_reads_only_complete_test_rows(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"split": "train", "epoch": 1}, {"split": "test", "epoch": 1, "acc": 0.8}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"split": "test", "ep')  # mid-write
+    assert read_test_rows(metrics, 0) == [rows[1]]
+    assert read_test_rows(metrics, 1) == []
+    assert read_test_rows(tmp_path / "absent.jsonl", 0) == []
