@@ -276,8 +276,9 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
                            "first-step reuse a run trained with; `plain` for none). Test columns come from the "
                            "final evaluation (`test images`), training columns are means over the last epoch's "
                            "steps at batch `batch`; `time/epoch s` sums those steps' `time_step_ms`. The plot adds "
-                           "each run's test-time sweep (small markers) and the frontier no point beats on both "
-                           "accuracy and NFE. Also in `methods.csv`.\n\n" + methods_table(runs),
+                           "each run's test-time sweep (small markers, on the sweep's own images) and the frontier "
+                           "of the final test evaluations: no run beats a frontier point on both accuracy and NFE. "
+                           "Also in `methods.csv`.\n\n" + methods_table(runs),
                 ["methods_pareto"]),
         Section("What these runs measured", measured_findings(runs)),
     ]

@@ -69,7 +69,8 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def fig_pareto(runs: list[Run]) -> Figure:
     """Test accuracy against test NFE of every ODE run, at its training tolerance (large markers) and at
-    the tolerances of its test-time sweep (small), with the frontier over all of them."""
+    the tolerances of its test-time sweep (small; their own images), with the frontier over the final
+    test evaluations (one image set, so one frontier)."""
     fig, ax = new_figure("Accuracy vs NFE across methods and tolerances", "test nfe_forward per batch", "test acc")
     points = []
     for run in runs:
@@ -80,11 +81,13 @@ def fig_pareto(runs: list[Run]) -> Figure:
                                                                              f"images)")
         points.append((test["nfe_forward"], test["acc"]))
         sweep = [r for r in run.sweep if r.get("tol") and r.get("nfe_forward") is not None]
-        if sweep:
+        if sweep:  # other images than the final test's: labelled with theirs, and kept off the frontier
+            images = (run.sweep_meta or {}).get("images", "?")
+            limited = ", limited" if (run.sweep_meta or {}).get("limited") else ""
             ax.scatter([r["nfe_forward"] for r in sweep], [r["acc"] for r in sweep], s=12, alpha=0.6,
-                       color=marker.get_facecolor()[0])
-            points += [(r["nfe_forward"], r["acc"]) for r in sweep]
-    if len(points) > 1:
+                       color=marker.get_facecolor()[0], label=f"{run.label} sweep ({images} images{limited})")
+    if points:
         front = pareto(points)
-        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto frontier")
+        ax.plot([p[0] for p in front], [p[1] for p in front], "kx--", lw=0.8,
+                label="Pareto frontier (final test evaluations)")
     return finish_figure(fig, ax, None if points else "no ODE runs with a test NFE")
