@@ -1,5 +1,5 @@
-# Two commands a newcomer needs: `make demo` (train ResNet and ODE-Net on the embedded
-# mnist-5k and print a side-by-side summary) and `make test`. Both build .venv with pip.
+# Two commands a newcomer needs: `make demo` (train the stem alone, ResNet and ODE-Nets on the
+# embedded mnist-5k and print a side-by-side summary) and `make test`. Both build .venv with pip.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -90,7 +90,7 @@ print(' '.join(f for f in sys.argv[1:] if f.startswith('--') and f not in h))" $
     if [[ -n $missing ]]; then
         say "=== tta: skipped: train.py lacks $missing (set TTA_RECIPE to flags it has) ==="
     elif [[ -n $DRYRUN ]]; then
-        stage tta 40 "$PY" benchmarks/time_to_accuracy.py --limit 280 --out "$OUT" -- --backbone odenet \
+        stage tta 40 "$PY" benchmarks/time_to_accuracy.py --target 0.93 --limit 280 --out "$OUT" -- --backbone odenet \
             --dataset fashion-mnist --data-dir "$DATA" --device "$DEVICE" --epochs 2 --batch-size 32 \
             --limit-train-batches 2 --limit-test-batches 1 --no-progress --lr "$TTA_LR" --weight-decay "$TTA_WD" \
             $TTA_RECIPE

@@ -50,8 +50,9 @@ def test_demo_runs_end_to_end(tmp_path):
     lines = result.stdout.splitlines()
     # the summary table's header; the trainer's own "run <dir> | ..." lines come before it
     start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["run", "test", "acc"]) + 2
-    table = lines[start:start + 3]
-    assert table[0].startswith("resnet") and "direct" in table[1] and "adjoint" in table[2]
+    table = lines[start:start + 5]
+    assert table[0].startswith("stem-only") and table[1].startswith("resnet")
+    assert "direct" in table[2] and "adjoint" in table[3] and "kinetic" in table[4]
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Table 1 (Chen et al. 2018)" in report and "fig3c_nfe_forward_vs_backward.png" in report
     assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000

@@ -32,3 +32,13 @@ def test_time_to_accuracy_reads_only_complete_test_rows(tmp_path):
     assert read_test_rows(metrics, 0) == [rows[1]]
     assert read_test_rows(metrics, 1) == []
     assert read_test_rows(tmp_path / "absent.jsonl", 0) == []
+
+
+def test_time_to_accuracy_ratio_is_exact_or_a_bound_from_the_limit():
+    from time_to_accuracy import speedup
+
+    side = lambda reached, limit=600.0: {"reached_s": reached, "limit_s": limit}  # noqa: E731
+    assert speedup(side(400.0), side(100.0)) == {"ratio": 4.0, "bound": "exact", "text": "4.00x"}
+    assert speedup(side(None), side(120.0)) == {"ratio": 5.0, "bound": "lower", "text": "> 5.00x"}
+    assert speedup(side(300.0), side(None)) == {"ratio": 0.5, "bound": "upper", "text": "< 0.50x"}
+    assert speedup(side(None), side(None))["ratio"] is None

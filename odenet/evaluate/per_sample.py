@@ -9,7 +9,6 @@ gallery images are written beside sweep.csv; :mod:`odenet.reports.per_sample` re
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +19,9 @@ from torch import nn
 from odenet.evaluate.console import setting_label
 from odenet.measure import Clock
 from odenet.models.ode import ode_blocks, reset_nfe, take_nfe
-from odenet.models.per_sample import solve_per_sample
+from odenet.models.per_sample import per_sample_blocks
 from odenet.reports.per_sample import add_per_sample, batching_tax, gallery_indices, write_per_sample_csv
 from odenet.train.step import flat_nfe, to_device
-
-
-class PerSampleBlock(nn.Module):
-    """Stands in for an ODE block: the same problem solved per image; keeps the last solve's counts."""
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-        self.last = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.last = solve_per_sample(self.block, x)
-        return self.last.y
-
-
-@contextmanager
-def per_sample_blocks(model: nn.Module):
-    """Swap every ODE block of ``model`` for a :class:`PerSampleBlock` (restored on exit); yields them by name."""
-    swapped = {}
-    for name, block in ode_blocks(model).items():
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        swapped[name] = (owner, child, block, PerSampleBlock(block))
-        setattr(owner, child, swapped[name][3])
-    try:
-        yield {name: s[3] for name, s in swapped.items()}
-    finally:
-        for owner, child, block, _ in swapped.values():
-            setattr(owner, child, block)
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ tol 1e-1 (the clipped last step). Here they agree exactly (tests/test_per_sample
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,7 @@ from torch import nn
 
 from odenet.models.device_rk import failure_message, solution_at, start, step
 from odenet.models.device_solve import block_problem
+from odenet.models.ode import ode_blocks
 from odenet.models.solvers import SolverError
 
 
@@ -122,3 +124,32 @@ def _raise_failure(block: nn.Module, state, rows: torch.Tensor) -> None:
     code = int(state.failure[failed][0])
     images = rows[failed].tolist()
     raise SolverError(failure_message(code, images), block.solver, "forward")
+
+
+class PerSampleBlock(nn.Module):
+    """Stands in for an ODE block: the same problem solved per image; keeps the last solve's counts."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.last = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = solve_per_sample(self.block, x)
+        return self.last.y
+
+
+@contextmanager
+def per_sample_blocks(model: nn.Module):
+    """Swap every ODE block of ``model`` for a :class:`PerSampleBlock` (restored on exit); yields them by name."""
+    swapped = {}
+    for name, block in ode_blocks(model).items():
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        swapped[name] = (owner, child, block, PerSampleBlock(block))
+        setattr(owner, child, swapped[name][3])
+    try:
+        yield {name: s[3] for name, s in swapped.items()}
+    finally:
+        for owner, child, block, _ in swapped.values():
+            setattr(owner, child, block)

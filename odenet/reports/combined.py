@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from odenet.reports.methods import fig_pareto, methods_csv, methods_table
+from odenet.reports.per_sample_runs import comparison_figure, comparison_text
 from odenet.reports.render import Report, Section, finish_figure, new_figure, pad_x
 from odenet.reports.runs import Run, label_runs
 from odenet.reports.sweep import by_solver, legend_note, still_an_ode, tol_line
@@ -282,6 +283,10 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
                 ["methods_pareto"]),
         Section("What these runs measured", measured_findings(runs)),
     ]
+    per_image = comparison_text(runs)
+    if per_image:
+        figures["per_sample_runs"] = comparison_figure(runs)
+        sections.insert(-1, Section("Per-image NFE across runs", per_image, ["per_sample_runs"]))
     files = {"sweep_points.csv": sweep_points_csv(runs)} if any(r.sweep for r in runs) else {}
     files["methods.csv"] = methods_csv(runs)
     return Report(title, sections, figures, files)

@@ -12,11 +12,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from torch.utils.tensorboard import SummaryWriter
 
 from odenet.run.tensorboard import write_run_footer, write_run_header
 
 NON_SCALARS = ("split", "epoch", "step")
+PER_SAMPLE_FILE = "per_sample_train.jsonl"
 
 
 class RunLogger:
@@ -45,6 +48,17 @@ class RunLogger:
         for key, value in row.items():
             if key not in NON_SCALARS and isinstance(value, (int, float)) and math.isfinite(value):
                 self.tb.add_scalar(f"{row['split']}/{key}", value, row["step"])
+
+    def log_per_sample(self, row: dict[str, Any]) -> None:
+        """One training-time per-sample evaluation (:mod:`odenet.train.per_sample`): a line of
+        ``per_sample_train.jsonl``, the histogram ``sample/nfe_forward`` of its per-image values and its
+        summary numbers (``nfe_forward_p50``, ``nfe_forward_batched``, ...) as scalars ``sample/<key>``."""
+        with (self.run_dir / PER_SAMPLE_FILE).open("a") as out:
+            out.write(json.dumps(row) + "\n")
+        self.tb.add_histogram("sample/nfe_forward", np.asarray(row["nfe_forward"], dtype=np.float64), row["step"])
+        for key, value in row.items():
+            if key.startswith("nfe_forward_"):
+                self.tb.add_scalar(f"sample/{key}", value, row["step"])
 
     def close(self, completed: bool = False) -> None:
         """Close the files; ``completed`` marks the HParams session as finished."""

@@ -68,3 +68,20 @@ def truncate_metrics(path: Path, step: int, epoch: int, batches_done: int = 0) -
     """
     keep = kept_rows(path, step, epoch, batches_done)
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def truncate_epoch_rows(path: Path, epoch: int) -> None:
+    """Keep only the rows of an epoch-stamped JSON-lines file (e.g. ``per_sample_train.jsonl``) up to
+    ``epoch`` — what a run resumed from that epoch's checkpoint has already written."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line of an interrupted write
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            keep.append(line + "\n")
+    atomic_write_text(path, "".join(keep))

@@ -105,6 +105,10 @@ class TrainConfig:
     limit_train_batches: int | None = opt(None, "stop each epoch after N training batches (smoke runs)",
                                           metavar="N")
     limit_test_batches: int | None = opt(None, "evaluate on the first N test batches only", metavar="N")
+    per_sample_every: int | None = opt(None, "every N epochs, solve the first 1,000 test images each with its own "
+                                             "step control: per-image nfe_forward in per_sample_train.jsonl and the "
+                                             "TensorBoard histogram sample/nfe_forward (ODE backbones, adaptive "
+                                             "solvers; default off)", metavar="N")
     progress: bool = opt(True, "show a tqdm progress bar")
     data_on_device: bool = opt(False, "hold the whole dataset on the device and augment there (MNIST-size data on "
                                       "a GPU: no loader workers, no per-batch copies)")
@@ -145,7 +149,7 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     """
     from odenet.data import list_datasets  # torch: only once the flags have parsed (see the top)
     from odenet.models import backbone_entry, list_backbones
-    from odenet.models.solvers import resolve_solver_options
+    from odenet.models.solvers import ADAPTIVE_SOLVERS, resolve_solver_options
 
     check_run_name(cfg.run_name)
     _check_choice("--backbone", cfg.backbone, list_backbones())
@@ -158,7 +162,7 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     if cfg.first_step is not None:
         _check_choice("--first-step", cfg.first_step, ["auto", "reuse"])
     for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
-                 "max_num_steps", "steps", "checkpoint_every"):
+                 "max_num_steps", "steps", "checkpoint_every", "per_sample_every"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
@@ -180,7 +184,12 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
         raise ConfigError(f"--augment-dim widens the odenet backbone's ODE state; {cfg.backbone} has no such "
                           f"option: drop it or use --backbone odenet")
     changes = resolve_solver_options(dataclasses.asdict(cfg), explicit, ode=entry.ode, constraint=entry.solver)
-    return dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, **changes)
+    if cfg.per_sample_every and not (entry.ode and cfg.solver in ADAPTIVE_SOLVERS):
+        raise ConfigError(f"--per-sample-every needs an ODE backbone with an adaptive solver (each image's own step "
+                          f"control); {cfg.backbone} with solver {cfg.solver} has none: drop it or use --backbone "
+                          f"odenet --solver dopri5")
+    return cfg
 
 
 def _check_recipe(cfg: TrainConfig) -> None:

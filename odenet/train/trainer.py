@@ -23,14 +23,15 @@ from odenet.models.solvers import SolverError
 from odenet.run.checkpoint import load_checkpoint, save_checkpoint
 from odenet.run.dirs import claim_run_dir
 from odenet.run.files import write_config, write_json
-from odenet.run.log import RunLogger
-from odenet.run.metrics import kept_rows, read_metrics, truncate_metrics
+from odenet.run.log import PER_SAMPLE_FILE, RunLogger
+from odenet.run.metrics import kept_rows, read_metrics, truncate_epoch_rows, truncate_metrics
 from odenet.train import distributed
 from odenet.train.build import (build_data, build_model, compile_settings, configure_backends, seed_everything,
                                 setup_process, speed_up)
 from odenet.train.config import TrainConfig
 from odenet.train.interrupts import FailurePolicy, StopSignals, checkpoint_note
 from odenet.train.optim import apply_optimizer_settings, build_optimizer, build_schedule, steps_per_epoch
+from odenet.train.per_sample import PerSampleWatch
 from odenet.train.resume import Progress, check_resume_config, checkpoint_state, restore_state
 from odenet.train.step import NonFiniteLossError, evaluate, to_device, train_step
 from odenet.train.summary import epoch_line, last_epoch_rows, run_header, run_summary
@@ -68,6 +69,7 @@ class Trainer:
         self.signals = StopSignals(self.run_dir / "last.pt")
         self.failures = FailurePolicy(cfg.on_solver_failure, self.raw_model, self.run_dir / "last.pt")
         self.eta = TimeEstimate(self.device.type == "cpu")
+        self.per_sample = PerSampleWatch(cfg.per_sample_every, self.data.test, self.device, cfg.channels_last)
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, name: str) -> None:
@@ -114,6 +116,7 @@ class Trainer:
         test = self._evaluate()
         if logger:
             logger.log({"split": "test", "epoch": epoch, "step": p.step, **test})
+        per_image = self.per_sample(self.raw_model, epoch, p.step, logger)
         p.epoch, p.batches_done = epoch, 0
         self.epoch_loader_state = self.data.train.generator.get_state()
         if test["acc"] > p.best_acc:
@@ -121,6 +124,7 @@ class Trainer:
             self._save("best.pt")
         self._save("last.pt")
         self._say(epoch_line(epoch, self.cfg.epochs, last_train, test))
+        self._say(per_image)
         if epoch < self.cfg.epochs:  # a signal during the last evaluation: the run is complete anyway
             self._check_signal(epoch)
         return test
@@ -132,6 +136,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resumed_from:
             truncate_metrics(self.run_dir / "metrics.jsonl", p.step, p.epoch, p.batches_done)
+            truncate_epoch_rows(self.run_dir / PER_SAMPLE_FILE, p.epoch)
         write_config(self.run_dir, self.cfg.to_dict())
         return RunLogger(self.run_dir, self.cfg.to_dict(), purge_step=p.step + 1 if self.resumed_from else None)
 
