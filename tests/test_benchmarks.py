@@ -42,3 +42,18 @@ def test_time_to_accuracy_ratio_is_exact_or_a_bound_from_the_limit():
     assert speedup(side(None), side(120.0)) == {"ratio": 5.0, "bound": "lower", "text": "> 5.00x"}
     assert speedup(side(300.0), side(None)) == {"ratio": 0.5, "bound": "upper", "text": "< 0.50x"}
     assert speedup(side(None), side(None))["ratio"] is None
+
+
+def test_time_to_accuracy_figure_plots_both_curves_and_the_limit_of_the_side_that_missed():
+    from time_to_accuracy import figure
+
+    ours = {"side": "odenet", "reached_s": 120.0, "limit_s": 600.0,
+            "epochs": [{"wall_s": 60.0, "acc": 0.8}, {"wall_s": 120.0, "acc": 0.91}]}
+    plain = {"side": "plain", "reached_s": None, "limit_s": 600.0, "epochs": [{"wall_s": 300.0, "acc": 0.85}]}
+    ax = figure([ours, plain], 0.9, "note").axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["odenet"].get_xdata()) == [1.0, 2.0] and list(lines["odenet"].get_ydata()) == [0.8, 0.91]
+    assert list(lines["plain"].get_xdata()) == [5.0] and list(lines["plain"].get_ydata()) == [0.85]
+    assert list(lines["plain: stopped at its 10-min limit"].get_xdata()) == [10.0, 10.0]
+    assert list(lines["target 90%"].get_ydata()) == [0.9, 0.9]
+    assert "odenet: stopped at its 10-min limit" not in lines

@@ -466,6 +466,16 @@ def test_smoke_runs_say_so_in_the_status_column(tmp_path):
     assert ", smoke" not in table1 and ", short" not in table1
 
 
+def test_a_budgeted_run_of_full_sized_epochs_is_short_not_smoke():
+    from odenet.reports.runs import run_status
+
+    study = {"epochs": 3, "limit_train_batches": 235}   # the study's 30,080-image epochs
+    assert run_status(study, True) == "complete, short (235 train batches/epoch, 3 epochs)"
+    assert run_status({"epochs": 20, "limit_train_batches": 99}, True) == "complete, smoke (99 train batches/epoch)"
+    assert run_status({"epochs": 20, "limit_train_batches": 300, "limit_test_batches": 2}, True) == \
+        "complete, smoke (300 train batches/epoch, 2 test batches)"
+
+
 def test_sweep_points_csv_is_tidy_one_row_per_run_and_setting(runs_root, tmp_path):
     import csv
 

@@ -305,6 +305,38 @@ def set_regularization(model: nn.Module, regularization: Regularization) -> None
         block.configure(block.solver)
 
 
+@contextlib.contextmanager
+def regularization_off(model: nn.Module):
+    """Solve ``model``'s ODE blocks without their integrated regularisers (kinetic, Jacobian, error) inside the
+    ``with``, restored after: what the model computes once deployed. Steps and outputs are unchanged (the
+    step control sees x only), so a timing inside measures the solve of x alone. The counting wrappers
+    (NFE, ``--first-step reuse``'s last step) are kept as they are."""
+    blocks = ode_blocks(model)
+    saved = {name: (block.regularization, block._integrals) for name, block in blocks.items()}
+    try:
+        for block in blocks.values():
+            block.regularization = dataclasses.replace(block.regularization, kinetic=0.0, jacobian=0.0, error=0.0)
+            object.__setattr__(block, "_integrals", None)
+        yield
+    finally:
+        for name, block in blocks.items():
+            block.regularization = saved[name][0]
+            object.__setattr__(block, "_integrals", saved[name][1])
+
+
+@contextlib.contextmanager
+def first_steps_kept(model: nn.Module):
+    """Leave ``--first-step reuse``'s remembered step of every ODE block as it was before the ``with``: solves
+    inside (a measurement beside training) do not change the steps training takes next."""
+    blocks = ode_blocks(model)
+    saved = {name: block._counted.last_dt for name, block in blocks.items()}
+    try:
+        yield
+    finally:
+        for name, block in blocks.items():
+            block._counted.last_dt = saved[name]
+
+
 def regularization_terms(model: nn.Module) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
     """The weighted penalty of every ODE block's last solve (None without regularisers) and the
     unweighted values summed over blocks (``reg_kinetic``, ``reg_jacobian``, ``reg_error``)."""

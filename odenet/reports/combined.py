@@ -249,14 +249,16 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
     dataset = ", ".join(sorted({r.dataset for r in runs}))
     paper, others = table1(runs)
     if others:
-        others = ("Runs not comparable with the paper (smoke: limited batches; short: under 5 epochs; unfinished; "
+        others = ("Runs not comparable with the paper (smoke: under 100 training batches an epoch or limited test "
+                  "batches; short: under 5 epochs, or epochs cut to a batch budget; unfinished; "
                   f"or not {PAPER_DATASET}); no paper numbers beside them:\n\n" + others)
     sweeps = sweep_caption(runs)
     sections = [
         Section("Runs", f"Dataset: {dataset}. Test accuracy is the final model's on `test images` images; other "
                         f"columns are means over the last epoch's training steps at the training batch size "
-                        f"(`batch`: train/test). `status` marks smoke runs (limited batches: their numbers only show "
-                        f"the code runs) and short runs (under 5 epochs)."
+                        f"(`batch`: train/test). `status` marks smoke runs (under 100 training batches an epoch, "
+                        f"or limited test batches: their numbers only show the code runs) and short runs (under 5 "
+                        f"epochs, or epochs cut to a budget of batches: trained on purpose, not converged)."
                         f"\n\n{runs_table(runs)}"),
         Section("Table 1 (Chen et al. 2018) with our measurements",
                 "Test error of the final model; `act_mem_mb` = MiB of tensors saved for backward per training step "

@@ -155,7 +155,10 @@ def finish_figure(fig: Figure, ax: Axes, empty_note: str | None = None) -> Figur
     elif ax.get_legend_handles_labels()[0]:
         labels = ax.get_legend_handles_labels()[1]
         if len(labels) > 3 or max(map(len, labels)) > 40:  # long legends go under the axes, off the data
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+            width, height = fig.get_size_inches()
+            fig.set_size_inches(width, height + 0.16 * len(labels))  # room for them: the axes keep their height
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14 * 3.8 / height), ncol=1,
+                      frameon=False)
         else:
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -139,6 +139,7 @@ def common_parent(paths: list[Path]) -> Path:
     return common
 
 
+SMOKE_BATCHES = 100  # fewer training batches per epoch than this: a smoke run
 SHORT_EPOCHS = 5  # fewer epochs than this is a smoke run: accuracy still climbing steeply, far from converged
 
 
@@ -146,8 +147,10 @@ def run_status(config: dict[str, Any], finished: bool, epochs_done: int | None =
     """A run's status cell: "complete" or "incomplete", plus "smoke (...)" or "short (...)" saying why
     its numbers are not a full run's.
 
-    Smoke: ``limit_train_batches`` / ``limit_test_batches`` set (its numbers check that the code runs,
-    not what the model can do); short: fewer than :data:`SHORT_EPOCHS` epochs (far from converged).
+    Smoke: ``limit_test_batches`` set, or ``limit_train_batches`` below :data:`SMOKE_BATCHES` (its numbers
+    check that the code runs, not what the model can do); short: fewer than :data:`SHORT_EPOCHS` epochs or
+    epochs cut to ``limit_train_batches`` of at least SMOKE_BATCHES batches (a budgeted run, e.g. the
+    study's 235 batches of 128: trained on purpose, far from converged).
     """
     reasons = []
     if config.get("limit_train_batches"):
@@ -159,7 +162,8 @@ def run_status(config: dict[str, Any], finished: bool, epochs_done: int | None =
     if epochs is not None and epochs < SHORT_EPOCHS:
         reasons.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
     state = "complete" if finished else "incomplete"
-    kind = "smoke" if config.get("limit_train_batches") or config.get("limit_test_batches") else "short"
+    smoke = (config.get("limit_train_batches") or SMOKE_BATCHES) < SMOKE_BATCHES or config.get("limit_test_batches")
+    kind = "smoke" if smoke else "short"
     return f"{state}, {kind} ({', '.join(reasons)})" if reasons else state
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from odenet.models.ode import reset_nfe, take_nfe
+from odenet.models.ode import first_steps_kept, regularization_off, reset_nfe, take_nfe
 from odenet.models.per_sample import per_sample_blocks
 from odenet.train.step import flat_nfe, to_device
 
@@ -52,17 +52,19 @@ def per_sample_view(model: nn.Module, batches, device: torch.device, channels_la
     model.eval()
     nfe, correct, batched = [], [], 0.0
     try:
-        for images, labels in batches:
-            images, labels = to_device((images, labels), device, channels_last)
-            reset_nfe(model)
-            model(images)
-            batched += flat_nfe(take_nfe(model))["nfe_forward"] * len(labels)
-            with per_sample_blocks(model) as blocks:
-                logits = model(images)
-                counts = [blk.last.nfe_forward for blk in blocks.values()]
-            nfe += torch.stack(counts).sum(0).tolist()
-            correct += (logits.argmax(1) == labels).tolist()
-            reset_nfe(model)
+        # x alone (the regularisers' integrals are training-only work), and no trace left on training's steps
+        with regularization_off(model), first_steps_kept(model):
+            for images, labels in batches:
+                images, labels = to_device((images, labels), device, channels_last)
+                reset_nfe(model)
+                model(images)
+                batched += flat_nfe(take_nfe(model))["nfe_forward"] * len(labels)
+                with per_sample_blocks(model) as blocks:
+                    logits = model(images)
+                    counts = [blk.last.nfe_forward for blk in blocks.values()]
+                nfe += torch.stack(counts).sum(0).tolist()
+                correct += (logits.argmax(1) == labels).tolist()
+                reset_nfe(model)
     finally:
         model.train(was_training)
     values = np.asarray(nfe, dtype=np.float64)
