@@ -51,6 +51,18 @@ def test_every_second_epoch_logs_1000_images_alone_and_batched(tmp_path, capsys)
         [r["nfe_forward_batched"] for r in logged])
 
 
+def test_the_view_leaves_training_bit_for_bit_unchanged(tmp_path):
+    """No random draws, no regulariser state, and --first-step reuse's remembered step restored."""
+    common = [*COMMON, "--epochs", "2", "--first-step", "reuse", "--kinetic-reg", "0.01", "--jacobian-reg", "0.01",
+              "--out-dir", str(tmp_path)]
+    assert train_main([*common, "--run-name", "plain"]) == 0
+    assert train_main([*common, "--per-sample-every", "1", "--run-name", "viewed"]) == 0
+    losses = {name: [(r["loss"], r["nfe_forward"]) for r in map(json.loads, (tmp_path / name / "metrics.jsonl")
+                                                               .read_text().splitlines()) if r["split"] == "train"]
+              for name in ("plain", "viewed")}
+    assert losses["plain"] == losses["viewed"] and len(losses["plain"]) == 4
+
+
 def test_the_view_equals_each_image_solved_alone_and_the_batched_solve():
     torch.manual_seed(0)
     from odenet.data import build_loaders

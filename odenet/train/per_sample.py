@@ -89,9 +89,13 @@ class PerSampleWatch:
         """Evaluate and log if ``epoch`` is due (main process only); returns the console line."""
         if not self.due(epoch) or logger is None:
             return None
-        if self.batches is None:
-            self.batches = first_images(self.loader)
-        view = per_sample_view(model, self.batches, self.device, self.channels_last)
+        # Iterating a loader draws its base seed from torch's global generator: restored after, so that
+        # training (e.g. RNODE's Hutchinson probes) draws what it would have drawn without the view.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if self.batches is None:
+                self.batches = first_images(self.loader)
+            view = per_sample_view(model, self.batches, self.device, self.channels_last)
         logger.log_per_sample({"epoch": epoch, "step": step, **view})
         return (f"  per image, {view['images']:,} test images solved alone: nfe_forward p10 "
                 f"{view['nfe_forward_p10']:.0f} | median {view['nfe_forward_p50']:.0f} | p90 "

@@ -25,7 +25,7 @@ from odenet.train.config import TrainConfig
 # unless --force: it would silently make the resumed half a different experiment.
 RESUMABLE_CHANGES = ("epochs", "resume", "force", "progress", "device", "workers", "data_dir", "download", "out_dir",
                      "run_name", "test_batch_size", "limit_test_batches", "checkpoint_every", "on_solver_failure",
-                     "compile")
+                     "compile", "per_sample_every")
 
 
 @dataclass
