@@ -200,3 +200,23 @@ def test_a_checkpoint_of_the_earlier_version_resumes(tmp_path):
     torch.save(state, last)
     assert train_main([*common, "--epochs", "2", "--resume", str(last)]) == 0
     assert [r["epoch"] for r in read_metrics(tmp_path / "old" / "metrics.jsonl") if r["split"] == "test"] == [1, 2]
+
+
+def test_the_sweep_times_the_model_without_its_training_regularisers(tmp_path, capsys):
+    """A sweep measures the deployed ODE-Net: same NFE and accuracy, no regulariser integrals in its passes."""
+    from odenet.cli import eval_main
+    import json
+
+    common = ["--dataset", "mnist-5k", "--epochs", "1", "--limit-train-batches", "2", "--limit-test-batches", "1",
+              "--batch-size", "8", "--test-batch-size", "16", "--tol", "0.1", "--no-progress", "--out-dir",
+              str(tmp_path)]
+    assert train_main([*common, "--kinetic-reg", "0.01", "--jacobian-reg", "0.01", "--run-name", "r"]) == 0
+    test = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["split"] == "test"][0]
+    assert test["reg_jacobian"] > 0  # training's own evaluation does report them
+    assert eval_main(["--checkpoint", str(tmp_path / "r" / "last.pt"), "--tols", "0.1", "--timing-repeats", "1",
+                      "--no-tensorboard"]) == 0
+    rows = json.loads((tmp_path / "r" / "sweep.json").read_text())["rows"]
+    row = next(r for r in rows if r["tol"] == 0.1)
+    assert not any(k.startswith("reg_") for r in rows for k in r)
+    assert row["nfe_forward"] == test["nfe_forward"] and row["acc"] == test["acc"]
+    assert row["act_mem_mb"] > 0  # the training-graph probe keeps the regularisers (training memory)

@@ -234,9 +234,9 @@ class ODEBlock(nn.Module):
             raise error from None
         finally:
             self._counted.solving_forward = False
+        self.reg_values = {}  # this solve's, or none: never an earlier solve's values
         if self._integrals is None and reg.error == 0:
             return out
-        self.reg_values = {}
         if self._integrals is not None:
             out, kinetic, jacobian = out
             self.reg_values["reg_kinetic"] = kinetic[-1].mean()
