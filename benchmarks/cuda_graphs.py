@@ -1,6 +1,6 @@
 """CUDA-graph solves of an ODE block vs torchdiffeq's solve of the same block: time, NFE, solution.
 
-odenet.models.cuda_graphs captures an adaptive RK step (replayed k times between host checks,
+odenet.solve.graphs captures an adaptive RK step (replayed k times between host checks,
 ``GraphedAdaptiveSolver``) or a whole fixed-grid solve (``GraphedFixedGridSolver``). Each is timed
 against torchdiffeq's own solve of the same block (same weights, same input, no autograd), with
 the harness of ``benchmarks/device_rk.py``: speed-up, NFE equal, largest |Δy|. Adaptive: dopri5 at
@@ -23,7 +23,8 @@ from odenet.models import ODEBlock
 
 
 def adaptive_runs(block: ODEBlock, x: torch.Tensor, check_every: list[int]) -> dict:
-    from odenet.models.cuda_graphs import GraphedAdaptiveSolver
+    from odenet.models.ode import block_problem
+    from odenet.solve.graphs import GraphedAdaptiveSolver
 
     def graphed(solver):
         s = solver(x)
@@ -31,15 +32,15 @@ def adaptive_runs(block: ODEBlock, x: torch.Tensor, check_every: list[int]) -> d
 
     runs = {"torchdiffeq": torchdiffeq_solve(twin(block, fast_rk=False), x)}
     for k in check_every:
-        runs[f"CUDA graph, check every {k}"] = functools.partial(graphed, GraphedAdaptiveSolver(block, x, check_every=k))
+        runs[f"CUDA graph, check every {k}"] = functools.partial(graphed, GraphedAdaptiveSolver(block_problem(block, x, per_sample=False), x, check_every=k))
     return runs
 
 
 def fixed_grid_runs(block: ODEBlock, x: torch.Tensor, method: str, steps: int) -> dict:
-    from odenet.models.cuda_graphs import GraphedFixedGridSolver
+    from odenet.solve.graphs import GraphedFixedGridSolver
 
     fixed = twin(block, method=method, steps=steps)
-    solver = GraphedFixedGridSolver(fixed, x)
+    solver = GraphedFixedGridSolver(fixed.func, fixed.solver, x, fixed.t)
     return {f"torchdiffeq {method}": torchdiffeq_solve(fixed, x),
             f"CUDA graph {method}": lambda: (solver(x), solver.field_calls, steps)}
 

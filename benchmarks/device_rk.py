@@ -1,7 +1,7 @@
 """Device-side adaptive step control vs torchdiffeq's loop: time, NFE and solution, side by side.
 
 torchdiffeq's adaptive loop reads the device on the host at every step (underflow check,
-accept/reject, end test). odenet.models.device_solve keeps those decisions on the device and the
+accept/reject, end test). odenet.solve.drivers keeps those decisions on the device and the
 host checks every ``--check-every`` steps. All solve the same ODE-Net block (ConvODEField, random
 weights) on the same batch without autograd, interleaved, and must take the same steps: the table
 shows each one's NFE next to torchdiffeq's and its largest difference from torchdiffeq's solution.
@@ -24,7 +24,8 @@ import torch
 from common import machine, now, parser, setup, table, write_json
 
 from odenet.models import ODEBlock, SolverSettings, read_nfe
-from odenet.models.device_solve import solve_on_device
+from odenet.models.ode import block_problem
+from odenet.solve.drivers import solve_on_device
 from odenet.models.layers import ConvODEField
 
 # A solve under test: () → (y, NFE as ODEBlock counts it, steps attempted).
@@ -61,7 +62,7 @@ def twin(block: ODEBlock, **changes) -> ODEBlock:
 def solvers(block: ODEBlock, x: torch.Tensor, check_every: list[int]) -> dict[str, Solve]:
     """name → solve; the first is the baseline (torchdiffeq's own dopri5)."""
     def device_side(k: int):
-        s = solve_on_device(block, x, check_every=k)
+        s = solve_on_device(block_problem(block, x, per_sample=False), x, check_every=k)
         return s.y, s.nfe_forward, s.steps_accepted + s.steps_rejected
 
     out = {"torchdiffeq": torchdiffeq_solve(twin(block, fast_rk=False), x),

@@ -17,7 +17,7 @@ from common import fashion_batches, machine, parser, setup, table, write_json
 
 from odenet.train.step import train_step
 from odenet.models import create_backbone
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 from odenet.reports import linear_fit
 
 

@@ -18,7 +18,7 @@ from common import fashion_batches, machine, now, parser, setup, table, write_js
 
 from odenet.models import create_backbone
 from odenet.models.ode import read_nfe, reset_nfe, set_solver
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 from plain import ODEBlock as PlainBlock
 from plain import ODEfunc, copy_weights
 

@@ -1,7 +1,7 @@
 """Per-sample vs batched adaptive solving of an ODE-Net's block: images/s and the batching tax.
 
 A batched adaptive solve steps every image under one error norm; per-sample solving
-(odenet.models.per_sample) gives each image the steps a batch-of-1 solve would take, and drops
+(odenet.models.per_sample_blocks) gives each image the steps a batch-of-1 solve would take, and drops
 finished images from the batch. Both run on the same inputs, interleaved, on one device: the
 features of real mnist-5k test images through an ODE-Net trained for ``--train-steps`` steps
 (``--source mnist``; early in training per-image NFE barely differ), or ``--source synthetic``:
@@ -28,7 +28,7 @@ from common import machine, now, parser, table, write_json
 from odenet.data import build_loaders
 from odenet.models import ODEBlock, SolverSettings, create_backbone, read_nfe
 from odenet.models.layers import ConvODEField
-from odenet.models.per_sample import solve_per_sample
+from odenet.models.per_sample_blocks import solve_block_per_sample
 
 
 def briefly_trained_odenet(steps: int, batch_size: int, device: torch.device):
@@ -72,7 +72,7 @@ def compare(block: ODEBlock, features: torch.Tensor, repeats: int, device: torch
             _, seconds = timed(lambda: block(features), device)
             batched_s.append(seconds)
             batched_nfe = read_nfe(block)["nfe_forward"]
-            solution, seconds = timed(lambda: solve_per_sample(block, features), device)
+            solution, seconds = timed(lambda: solve_block_per_sample(block, features), device)
             per_sample_s.append(seconds)
     n = len(features)
     nfe = solution.nfe_forward.double()
@@ -81,7 +81,7 @@ def compare(block: ODEBlock, features: torch.Tensor, repeats: int, device: torch
             "batched_nfe": batched_nfe, "per_sample_nfe_mean": nfe.mean().item(),
             "per_sample_nfe_min": int(nfe.min()), "per_sample_nfe_max": int(nfe.max()),
             "batching_tax": batched_nfe / nfe.mean().item(),
-            "work_ratio": solution.rows_evaluated / (n * batched_nfe), "rounds": solution.rounds}
+            "work_ratio": solution.rows_evaluated / (n * batched_nfe), "rounds": solution.host_checks}
 
 
 def main() -> None:

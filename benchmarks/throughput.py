@@ -31,7 +31,7 @@ from common import fashion_batches, machine, now, parser, setup, table, write_js
 from odenet.data.datasets import IDX_STEMS
 from odenet.train.step import train_step
 from odenet.models import create_backbone
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 from odenet.train.build import speed_up
 from plain import copy_weights, plain_model, plain_step
 

@@ -60,11 +60,11 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 
 def grid_main(argv: list[str] | None = None) -> int:
-    """``odenet-sweep``: the train-time grid."""
+    """``odenet-grid``: the train-time grid."""
     def command() -> None:
-        from odenet.grid import parse_sweep_args, run_sweep
+        from odenet.grid import parse_grid_args, run_grid
 
-        _, out = run_sweep(parse_sweep_args(argv))
+        _, out = run_grid(parse_grid_args(argv))
         print(f"combined report: {out / 'report.md'} and {out / 'report.html'}")
 
     return run_command(command)

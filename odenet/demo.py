@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from odenet.config import ConfigError
-from odenet.grid import SweepArgs, load_plan, run_sweep
+from odenet.grid import GridArgs, load_plan, run_grid
 from odenet.naming import run_label
 from odenet.reports import run_status
 
@@ -42,7 +42,7 @@ def summary_table(summaries: list[dict]) -> str:
 
 def parse_demo_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="odenet-demo", description=__doc__)
-    parser.add_argument("--config", default="configs/demo.yaml", help="sweep YAML (default: %(default)s)")
+    parser.add_argument("--config", default="configs/demo.yaml", help="grid YAML (default: %(default)s)")
     parser.add_argument("--out-dir", default=None, help="parent of the run directories (default: the YAML's)")
     parser.add_argument("--epochs", type=int, default=None, help="override the YAML's epochs")
     return parser.parse_args(argv)
@@ -52,9 +52,9 @@ def run_demo(args: argparse.Namespace) -> None:
     """Train the demo grid, then print the side-by-side table and where the report is."""
     if not Path(args.config).is_file():
         raise ConfigError(f"demo config {args.config} not found; run from the repository root or pass --config FILE")
-    plan = load_plan(SweepArgs(config=args.config, out_dir=args.out_dir,
+    plan = load_plan(GridArgs(config=args.config, out_dir=args.out_dir,
                                set=[f"epochs={args.epochs}"] if args.epochs else None))
-    summaries, out = run_sweep(plan)
+    summaries, out = run_grid(plan)
     print()
     print(summary_table(summaries))
     print("test acc: the final model on `test images` images; other columns: means over the last epoch's training "

@@ -4,8 +4,8 @@ Follows timm's ``@register_model``: a decorator fills a dict, a duplicate name i
 error, and an unknown name raises ``ValueError`` listing the valid ones.
 
 :data:`NAMES` lists what each registry holds without importing torch, so that the command-line
-parsers (and ``--help``) can name the valid backbones, datasets and solvers in well under a
-second; a registry refuses a name the catalogue lacks, and a test checks that every catalogued
+parsers (and ``--help``) can name the valid backbones and datasets in well under a second (the
+solvers' one table is :data:`odenet.solve.SOLVERS`); a registry refuses a name the catalogue lacks, and a test checks that every catalogued
 name is registered, so the catalogue and the registries cannot drift apart.
 """
 
@@ -22,14 +22,11 @@ T = TypeVar("T")
 NAMES: dict[str, tuple[str, ...]] = {
     "backbone": ("mlp", "resnet", "odenet", "rknet", "resnet18", "odenet18", "stem-only"),
     "dataset": ("mnist", "fashion-mnist", "mnist-5k", "cifar10", "cifar100"),
-    # torchdiffeq's methods that odenet runs (odenet.models.solvers splits them into adaptive and fixed-step).
-    "solver": ("adaptive_heun", "bosh3", "dopri5", "dopri8", "euler", "explicit_adams", "fehlberg2", "heun2",
-               "heun3", "implicit_adams", "midpoint", "rk4"),
 }
 
 
 def catalogue(kind: str) -> list[str]:
-    """The valid names of one kind ("backbone", "dataset", "solver"), sorted; torch-free."""
+    """The valid names of one kind ("backbone", "dataset"), sorted; torch-free."""
     return sorted(NAMES[kind])
 
 

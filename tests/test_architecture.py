@@ -104,3 +104,55 @@ def test_import_linter_contracts_hold():
     lint = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run([str(lint), "--no-cache"], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+ROOT = PACKAGE.parent
+
+
+def layout_block() -> str:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    return text.split("## Layout", 1)[1].split("```", 2)[1]
+
+
+def test_the_layout_in_docs_names_every_module_and_nothing_else():
+    listed = {line.split()[0] for line in layout_block().splitlines() if line.startswith("odenet/")}
+    modules = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
+    assert sorted(modules - listed) == [], "modules missing from docs/architecture.md's Layout"
+    assert sorted(listed - modules) == [], "docs/architecture.md's Layout names modules that do not exist"
+
+
+def test_the_readme_names_every_wing_and_points_at_the_design():
+    readme = (ROOT / "README.md").read_text()
+    wings = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert {w for w in wings if f"odenet/{w}/" not in readme} == set()
+    assert "docs/architecture.md" in readme and "docs/architecture.md" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_torchdiffeqs_internals_are_imported_in_one_module_only():
+    def private_imports(path: Path) -> list[str]:
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [n for n in names if n.startswith("torchdiffeq._impl")]
+        return found
+
+    importers = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if private_imports(p)}
+    assert importers == {"odenet/solve/torchdiffeq_api.py"}
+
+
+def test_a_torchdiffeq_without_the_internals_fails_in_one_sentence():
+    code = ("import torchdiffeq._impl.misc as m; del m._compute_error_ratio\n"
+            "try:\n    import odenet.solve.torchdiffeq_api\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    assert out.startswith("torchdiffeq ") and "_compute_error_ratio" in out
+    assert out.endswith("pip install 'torchdiffeq==0.2.5'") and out.count(". ") == 0 and "\n" not in out
+
+
+def test_the_solver_wing_imports_no_model_and_no_regulariser():
+    graph = import_graph()
+    solve = {m: targets for m, targets in graph.items() if m.startswith("odenet.solve")}
+    above = ("odenet.models", "odenet.data", "odenet.train", "odenet.reports", "odenet.run", "odenet.evaluate",
+             "odenet.grid", "odenet.dynamics")
+    assert {m: sorted(t for t in targets if t.startswith(above)) for m, targets in solve.items()
+            if any(t.startswith(above) for t in targets)} == {}

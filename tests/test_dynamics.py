@@ -22,7 +22,7 @@ from odenet.dynamics.fields import FIELDS, DynamicsModel, LearnedField, list_fie
 from odenet.dynamics.fit import evaluate, make_model, make_problem, train_step
 from odenet.dynamics.systems import SYSTEMS, build_system, list_systems, simulate, true_field
 from odenet.models.ode import read_nfe
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 from odenet.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 
 from odenet.cli import grid_main
 from odenet.errors import RunFailure
-from odenet.grid import LaunchOptions, SweepPlan, run_sweep
+from odenet.grid import LaunchOptions, GridPlan, run_grid
 from odenet.grid.launch import gpu_slots, point_line, threads_per_job, timeout_minutes
 
 # Four mnist-5k ODE-Net points, a few steps each (NFE vary by tolerance and seed).
@@ -73,10 +73,10 @@ def test_a_failing_point_is_reported_and_the_others_finish(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     base = {"epochs": 1, "batch_size": 32, "test_batch_size": 200, "limit_train_batches": 2, "limit_test_batches": 1,
             "data_dir": str(tmp_path / "nowhere")}
-    plan = SweepPlan(base=base, grid=[{"backbone": ["mlp"], "dataset": ["mnist", "mnist-5k"]}],
+    plan = GridPlan(base=base, grid=[{"backbone": ["mlp"], "dataset": ["mnist", "mnist-5k"]}],
                      out_dir=str(tmp_path / "sw"))
     with pytest.raises(RunFailure, match=r"1 of 2 grid points failed — mlp-datasetmnist-s0 \(exit 2\): "):
-        run_sweep(plan)
+        run_grid(plan)
     out = capsys.readouterr().out
     assert "[1/2] mlp-datasetmnist-s0 failed (exit 2):" in out and "[2/2] mlp-datasetmnist-5k-s0: test acc" in out
     assert (tmp_path / "sw" / "mlp-datasetmnist-5k-s0" / "summary.json").is_file()

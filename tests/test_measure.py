@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import odenet
 from odenet.train.step import evaluate, train_step
 from odenet.measure import SavedTensorMeter
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 
 
 def odenet_model(width: int = 16, **solver) -> torch.nn.Module:

@@ -7,7 +7,7 @@ import torch
 
 import odenet
 from odenet.models import backbone_entry
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 
 
 def make(name: str, **kw) -> torch.nn.Module:
@@ -159,7 +159,7 @@ def test_time_conv_equals_the_concatenating_form(t):
 @pytest.mark.parametrize("length, steps_per_unit, expected", [
     (1.0, 3, 3), (0.7, 3 / 0.7, 3), (-1.0, 6, 6), (2.0, 6, 12), (0.25, 10, 3), (1e-4, 10, 1)])
 def test_grid_steps_keep_the_step_size_without_rounding_noise(length, steps_per_unit, expected):
-    from odenet.models.solvers import grid_steps
+    from odenet.solve.settings import grid_steps
 
     assert grid_steps(length, steps_per_unit) == expected
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import odenet
-from odenet.models.solvers import ADAPTIVE_SOLVERS, SolverSettings
+from odenet.solve import ADAPTIVE_SOLVERS, SolverSettings
 
 
 class RecordingOscillator(torch.nn.Module):

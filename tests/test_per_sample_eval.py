@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from odenet.cli import eval_main, train_main
 from odenet.models.ode import set_solver
-from odenet.reports.per_sample import (PER_SAMPLE_COLUMNS, batching_tax, by_setting, figures, nfe_bins,
+from odenet.reports.per_sample_report import (PER_SAMPLE_COLUMNS, batching_tax, by_setting, figures, nfe_bins,
                                        read_per_sample_csv, spearman)
 from odenet.run.checkpoint import load_checkpoint
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from odenet.cli import train_main  # noqa: E402
+from odenet.solve import SOLVERS
 from odenet.registry import catalogue  # noqa: E402
 from odenet.train.config import TrainConfig  # noqa: E402
 
@@ -28,7 +29,7 @@ AT_LEAST_1 = ("epochs", "batch_size", "test_batch_size", "limit_train_batches", 
               "max_num_steps", "checkpoint_every")
 POSITIVE = ("lr", "tol", "rtol", "atol", "t1", "lr_gamma")
 NON_NEGATIVE = ("momentum", "weight_decay")
-CHOICES = {"backbone": catalogue("backbone"), "dataset": catalogue("dataset"), "solver": catalogue("solver"),
+CHOICES = {"backbone": catalogue("backbone"), "dataset": catalogue("dataset"), "solver": list(SOLVERS),
            "device": ["auto", "cpu", "cuda"], "amp": ["none", "bf16"], "on_solver_failure": ["stop", "skip-batch"]}
 BOOLS = ("adjoint", "seminorm", "fast_rk", "download", "force", "progress", "compile", "channels_last")
 KNOWN = {f for f in TrainConfig.__dataclass_fields__}

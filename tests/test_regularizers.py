@@ -11,7 +11,7 @@ from torchdiffeq._impl import rk_common
 from torchdiffeq._impl.dopri5 import Dopri5Solver
 from torchdiffeq._impl.misc import _rms_norm
 
-from odenet.models import fast_rk
+from odenet.solve import host as fast_rk
 from odenet.models.regularizers import IntegralsField, initial_state, recording_step_errors, state_norm
 
 T = torch.tensor([0.0, 1.0], dtype=torch.float64)

@@ -19,7 +19,7 @@ from odenet.cli import train_main
 from odenet.models import backbones as model_registry
 from odenet.models.layers import paper_head, paper_stem
 from odenet.models.ode import ODEBlock
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 from odenet.run.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

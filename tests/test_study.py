@@ -12,7 +12,7 @@ import odenet
 from odenet.cli import train_main
 from odenet.models.ode import ODEBlock, regularization_terms, set_regularization
 from odenet.models.regularizers import Regularization
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 from odenet.run.metrics import read_metrics
 from odenet.train.config import parse_train_args
 from odenet.train.optim import build_optimizer, build_schedule

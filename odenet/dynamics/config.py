@@ -17,7 +17,7 @@ from odenet.config import ConfigError, flag, opt
 from odenet.dynamics.fields import list_features, list_fields
 from odenet.dynamics.spirals import SPIRAL_POINTS
 from odenet.dynamics.systems import SYSTEMS, build_system, list_systems
-from odenet.models.solvers import SOLVERS, SolverSettings, resolve_solver_options
+from odenet.solve import SolverOptions, resolve_solver_options
 from odenet.registry import closest
 from odenet.run.dirs import check_run_name, check_writable
 
@@ -34,41 +34,26 @@ def _features() -> str:
     return "auto, " + ", ".join(list_features())
 
 
-def _solvers() -> str:
-    return ", ".join(SOLVERS)
-
-
 @dataclass
 class ConfigFile:
     config: str | None = opt(None, "YAML file of options (keys = long flags without --); flags override it",
                              cli_only=True, metavar="FILE")
 
 
+# A dataclass's fields are its bases' in reverse method-resolution order: --config first, then the solver's.
 @dataclass
-class SolverOptions(ConfigFile):
-    """How the learned ODE is integrated (the same flags as train.py)."""
+class DynamicsSolverOptions(SolverOptions, ConfigFile):
+    """How the learned ODE is integrated (the same flags as train.py's solver options)."""
 
-    solver: str = opt("dopri5", "torchdiffeq method", choices_help=_solvers)
     tol: float | None = opt(1e-5, "adaptive solvers: rtol = atol = TOL")
-    rtol: float | None = opt(None, "relative tolerance (overrides --tol)")
-    atol: float | None = opt(None, "absolute tolerance (overrides --tol)")
-    adjoint: bool = opt(False, "backpropagate with the adjoint ODE instead of through the solver")
-    adjoint_tol: float | None = opt(None, "tolerance of the adjoint solve (default: the forward one)")
-    seminorm: bool = opt(False, "seminorm error control in the adjoint solve (fewer backward NFE)")
     max_num_steps: int | None = opt(5000, "adaptive solvers fail after this many steps per solve (runaway guard)")
-    steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...): steps per unit of time (step size 1/N)")
-
-    def solver_settings(self) -> SolverSettings:
-        return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=self.adjoint,
-                              adjoint_rtol=self.adjoint_tol, adjoint_atol=self.adjoint_tol, seminorm=self.seminorm,
-                              max_num_steps=self.max_num_steps, steps=self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "config"}
 
 
 @dataclass
-class FitOptions(SolverOptions):
+class FitOptions(DynamicsSolverOptions):
     """What fitting a learned field to one true system depends on (every option but the system)."""
 
     field: str = opt("2-50-2", "learned field network", choices_help=_fields)
@@ -104,7 +89,7 @@ class FitAllConfig(FitOptions):
 
 
 @dataclass
-class LatentConfig(SolverOptions):
+class LatentConfig(DynamicsSolverOptions):
     """The latent-ODE VAE on noisy irregularly sampled spirals (Chen et al. 2018, §5)."""
 
     tol: float | None = opt(1e-3, "adaptive solvers: rtol = atol = TOL")

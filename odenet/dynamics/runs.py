@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from odenet.errors import ConfigError, RunFailure
-from odenet.models.solvers import SolverError
+from odenet.solve import SolverError
 from odenet.train.step import NonFiniteLossError
 
 

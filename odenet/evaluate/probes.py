@@ -11,7 +11,7 @@ from torch import nn
 
 from odenet.measure import SavedTensorMeter
 from odenet.models.ode import ODEBlock, ode_blocks
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 
 
 class BlockRecorder:

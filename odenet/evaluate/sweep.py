@@ -23,10 +23,10 @@ from torch import nn
 from odenet.config import ConfigError, coerce, flag, opt, parse
 from odenet.data import build_loaders
 from odenet.evaluate.console import Progress, format_table, setting_label
-from odenet.evaluate.per_sample import PerSampleEval
+from odenet.evaluate.per_sample_eval import PerSampleEval
 from odenet.evaluate.probes import BlockRecorder, FlopCounter, Reference, act_mem_mb
 from odenet.models.ode import ode_blocks, regularization_off, reset_nfe, set_solver
-from odenet.models.solvers import SOLVERS, SolverError, is_adaptive
+from odenet.solve import SOLVERS, SolverError, is_adaptive
 from odenet.naming import solver_label
 from odenet.registry import closest
 from odenet.reports import still_an_ode, sweep_report, tighter, write_report, write_sweep_files
@@ -151,8 +151,7 @@ def plan_settings(cfg: EvalConfig, train: TrainConfig) -> list[Setting]:
 
 def apply_setting(model: nn.Module, s: Setting) -> None:
     if s.tol is not None:
-        set_solver(model, method=s.solver, rtol=s.tol, atol=s.tol if s.atol is None else s.atol, steps=None,
-                   seminorm=False)
+        set_solver(model, method=s.solver, tol=s.tol, atol=s.atol, steps=None, seminorm=False)
     else:
         set_solver(model, method=s.solver, steps=s.steps, seminorm=False)
 

@@ -1,4 +1,4 @@
-"""What a grid is: the sweep YAML and flags (:class:`SweepArgs`), checked into a :class:`SweepPlan`, expanded.
+"""What a grid is: the grid YAML and flags (:class:`GridArgs`), checked into a :class:`GridPlan`, expanded.
 
 Every section of the YAML and every flag is type-checked here, with the coercion ``train.py``
 uses (:func:`odenet.config.coerce` with the dataclass field types: ``TrainConfig`` for ``base``
@@ -20,11 +20,9 @@ import yaml
 from odenet.config import ConfigError, coerce, flag, opt, read_yaml
 from odenet.evaluate.sweep import EvalConfig, parse_eval_args
 from odenet.grid.launch import LaunchOptions
-from odenet.models import backbone_entry
-from odenet.models.solvers import inapplicable_fields
 from odenet.naming import solver_name_parts
 from odenet.registry import closest
-from odenet.train.config import TrainConfig, resolve_train_config
+from odenet.train.config import TrainConfig, inapplicable_options, resolve_train_config
 
 RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config")
 SECTIONS = ("base", "grid", "eval", "out_dir", "title")
@@ -35,10 +33,10 @@ NAMED_KEYS = ("backbone", "solver", "tol", "rtol", "atol", "adjoint", "steps", "
 
 
 @dataclass
-class SweepArgs(LaunchOptions):
-    """odenet-sweep's flags: the grid, its test-time sweeps, and how its points are launched."""
+class GridArgs(LaunchOptions):
+    """odenet-grid's flags: the grid, its test-time sweeps, and how its points are launched."""
 
-    config: str | None = opt(None, "sweep YAML (base, grid, eval, out_dir)", cli_only=True, metavar="FILE")
+    config: str | None = opt(None, "grid YAML (base, grid, eval, out_dir)", cli_only=True, metavar="FILE")
     backbones: list[str] | None = opt(None, "grid: backbones (replaces the YAML grid)", metavar="B1,B2")
     tols: list[float] | None = opt(None, "grid: tolerances of the ODE backbones", metavar="T1,T2")
     solvers: list[str] | None = opt(None, "grid: solvers of the ODE backbones", metavar="S1,S2")
@@ -50,23 +48,23 @@ class SweepArgs(LaunchOptions):
     eval_limit_test_batches: int | None = opt(None, "test batches per test-time setting", metavar="N")
     eval: bool | None = opt(None, "test-time sweep of each ODE run (default: when the YAML has an eval section "
                                   "or --eval-* is given)")
-    out_dir: str | None = opt(None, "parent of the run directories and the report (default: runs/sweep)",
+    out_dir: str | None = opt(None, "parent of the run directories and the report (default: runs/grid)",
                               metavar="DIR")
 
 
 @dataclass
-class SweepPlan:
+class GridPlan:
     base: dict[str, Any]
     grid: list[dict[str, list[Any]]]
     eval: dict[str, Any] | None = None  # test-time sweep options; None: no sweeps
-    out_dir: str = "runs/sweep"
+    out_dir: str = "runs/grid"
     title: str = "odenet: training-run comparison"
     launch: LaunchOptions = field(default_factory=LaunchOptions)
 
 
-def load_plan(args: SweepArgs) -> SweepPlan:
-    """The plan from the sweep YAML, with command-line grid flags and --set applied on top; checked."""
-    plan = _plan_from_yaml(Path(args.config)) if args.config else SweepPlan(base={}, grid=[])
+def load_plan(args: GridArgs) -> GridPlan:
+    """The plan from the grid YAML, with command-line grid flags and --set applied on top; checked."""
+    plan = _plan_from_yaml(Path(args.config)) if args.config else GridPlan(base={}, grid=[])
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -78,7 +76,7 @@ def load_plan(args: SweepArgs) -> SweepPlan:
     if cli_grid:
         plan.grid = [cli_grid]
     if not plan.grid:
-        raise ConfigError("the sweep has no grid: give --backbones (and --tols, ...) or a --config with a 'grid'")
+        raise ConfigError("the grid is empty: give --backbones (and --tols, ...) or a --config with a 'grid'")
     options = {"tols": args.eval_tols, "limit_test_batches": args.eval_limit_test_batches}
     options = {k: v for k, v in options.items() if v is not None}
     if options or args.eval:
@@ -112,13 +110,13 @@ def _mapping(value: Any, what: str, example: str) -> dict:
     return value
 
 
-def _plan_from_yaml(path: Path) -> SweepPlan:
-    data = read_yaml(path, "sweep file")
-    data = _mapping(data, f"sweep file {path}", "base: {...}, grid: [...], eval: {...}, out_dir: DIR")
+def _plan_from_yaml(path: Path) -> GridPlan:
+    data = read_yaml(path, "grid file")
+    data = _mapping(data, f"grid file {path}", "base: {...}, grid: [...], eval: {...}, out_dir: DIR")
     unknown = sorted(map(str, set(data) - set(SECTIONS)))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in {path}{closest(unknown[0], list(SECTIONS))}; "
-                          f"a sweep file has base, grid, eval, out_dir and title")
+                          f"a grid file has base, grid, eval, out_dir and title")
     base_in = _mapping(data.get("base"), f"base in {path}", "{dataset: mnist-5k, epochs: 2}")
     base = {}
     for key, value in base_in.items():
@@ -132,9 +130,9 @@ def _plan_from_yaml(path: Path) -> SweepPlan:
     ev = data.get("eval")
     if "eval" in data:
         ev = _mapping(ev, f"eval in {path}", "{tols: [1e-1, 1e-3], limit_test_batches: 1}")
-    out_dir = coerce(f"out_dir (in {path})", str, data.get("out_dir", SweepPlan.out_dir))
-    title = coerce(f"title (in {path})", str, data.get("title", SweepPlan.title))
-    return SweepPlan(base, grid, ev, out_dir, title)
+    out_dir = coerce(f"out_dir (in {path})", str, data.get("out_dir", GridPlan.out_dir))
+    title = coerce(f"title (in {path})", str, data.get("title", GridPlan.title))
+    return GridPlan(base, grid, ev, out_dir, title)
 
 
 def _grid_entry(entry: Any, index: int, path: Path) -> dict[str, list[Any]]:
@@ -172,7 +170,7 @@ def check_eval(ev: dict[str, Any], where: str) -> None:
         raise ConfigError(f"in {where}: {exc}") from None
 
 
-def expand(plan: SweepPlan) -> list[TrainConfig]:
+def expand(plan: GridPlan) -> list[TrainConfig]:
     """Every distinct resolved run of the grid, in grid order."""
     hints = typing.get_type_hints(TrainConfig)
     runs: list[TrainConfig] = []
@@ -195,12 +193,7 @@ def expand(plan: SweepPlan) -> list[TrainConfig]:
 
 
 def _resolve_point(values: dict[str, Any]) -> TrainConfig:
-    try:
-        entry = backbone_entry(values.get("backbone", TrainConfig.backbone))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    drop = inapplicable_fields(entry.ode, values.get("solver", TrainConfig.solver),
-                               bool(values.get("adjoint", TrainConfig.adjoint)), entry.solver)
+    drop = inapplicable_options(values)
     values = {k: v for k, v in values.items() if k not in drop}
     return resolve_train_config(TrainConfig(**values), set(values))
 

@@ -11,14 +11,14 @@ from odenet.errors import RunFailure
 from odenet.grid import engines
 from odenet.grid.job import evaluate_run
 from odenet.grid.launch import LaunchOptions, Progress, check_launch, gpu_slots, threads_per_job, visible_gpus
-from odenet.grid.plan import SweepArgs, SweepPlan, expand, load_plan
+from odenet.grid.plan import GridArgs, GridPlan, expand, load_plan
 from odenet.grid.points import DONE, point_state, prepare, run_dir_of
 from odenet.reports import combined_report, find_runs, write_report
 from odenet.run.tensorboard import write_report as write_tensorboard_report
 from odenet.train.config import TrainConfig
 
 
-def run_sweep(plan: SweepPlan, launch: LaunchOptions | None = None) -> tuple[list[dict], Path]:
+def run_grid(plan: GridPlan, launch: LaunchOptions | None = None) -> tuple[list[dict], Path]:
     """Train every run of the plan (skipping finished ones), sweep ODE runs, write the combined report.
 
     Raises:
@@ -31,7 +31,7 @@ def run_sweep(plan: SweepPlan, launch: LaunchOptions | None = None) -> tuple[lis
     configs = expand(plan)
     states = [point_state(cfg) for cfg in configs]  # every point checked before any is touched
     todo = [cfg for cfg, state in zip(configs, states) if state != DONE]
-    print(f"sweep: {len(configs)} runs in {plan.out_dir} ({len(configs) - len(todo)} already complete)", flush=True)
+    print(f"grid: {len(configs)} runs in {plan.out_dir} ({len(configs) - len(todo)} already complete)", flush=True)
     progress = Progress(len(configs), len(configs) - len(todo))
     try:
         records = _run(plan, launch, [prepare(cfg, s) for cfg, s in zip(configs, states) if s != DONE], progress)
@@ -43,7 +43,7 @@ def run_sweep(plan: SweepPlan, launch: LaunchOptions | None = None) -> tuple[lis
     return _report(plan, configs, records)
 
 
-def _run(plan: SweepPlan, launch: LaunchOptions, todo: list[TrainConfig], progress: Progress) -> list[dict]:
+def _run(plan: GridPlan, launch: LaunchOptions, todo: list[TrainConfig], progress: Progress) -> list[dict]:
     if not todo:
         return []
     if launch.launcher == "submitit":
@@ -63,11 +63,11 @@ def _run(plan: SweepPlan, launch: LaunchOptions, todo: list[TrainConfig], progre
     return engines.run_processes(_specs(plan, todo, threads), slots, progress)
 
 
-def _specs(plan: SweepPlan, todo: list[TrainConfig], threads: int | None) -> list[dict[str, Any]]:
+def _specs(plan: GridPlan, todo: list[TrainConfig], threads: int | None) -> list[dict[str, Any]]:
     return [{"config": cfg.to_dict(), "eval": plan.eval, "threads": threads} for cfg in todo]
 
 
-def _report(plan: SweepPlan, configs: list[TrainConfig], records: list[dict[str, Any]]) -> tuple[list[dict], Path]:
+def _report(plan: GridPlan, configs: list[TrainConfig], records: list[dict[str, Any]]) -> tuple[list[dict], Path]:
     """The combined report of every complete point; then RunFailure if any point failed."""
     out = Path(plan.out_dir)
     complete = [run_dir_of(cfg) for cfg in configs if (run_dir_of(cfg) / "summary.json").is_file()]
@@ -85,12 +85,12 @@ def _report(plan: SweepPlan, configs: list[TrainConfig], records: list[dict[str,
     return [r.summary for r in runs], out
 
 
-def parse_sweep_args(argv: list[str] | None = None) -> SweepPlan:
-    """``odenet-sweep`` arguments → the checked plan, launch options included."""
-    parser = build_parser(SweepArgs, prog="odenet-sweep",
+def parse_grid_args(argv: list[str] | None = None) -> GridPlan:
+    """``odenet-grid`` arguments → the checked plan, launch options included."""
+    parser = build_parser(GridArgs, prog="odenet-grid",
                           description="Train a grid of runs (backbone x tol x solver x adjoint x seed) and write "
                                       "one combined report; re-running skips finished runs.")
-    args = SweepArgs(**vars(parser.parse_args(sys.argv[1:] if argv is None else argv)))
+    args = GridArgs(**vars(parser.parse_args(sys.argv[1:] if argv is None else argv)))
     plan = load_plan(args)
     plan.launch = LaunchOptions.of(args)
     check_launch(plan.launch)

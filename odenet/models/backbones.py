@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from odenet.models.solvers import SolverConstraint
+from odenet.solve.options import SolverConstraint
 from odenet.registry import Registry
 
 

@@ -13,7 +13,7 @@ from timm.models.resnet import BasicBlock, downsample_conv
 from odenet.models.backbones import Classifier, register_backbone
 from odenet.models.layers import ConvODEField
 from odenet.models.ode import ODEBlock
-from odenet.models.solvers import SolverSettings
+from odenet.solve import SolverSettings
 
 WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2

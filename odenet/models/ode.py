@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchdiffeq import odeint, odeint_adjoint
 
-from odenet.models import fast_rk
 from odenet.models.regularizers import (NO_REGULARIZATION, REG_KEYS, IntegralsField, Regularization, initial_state,
                                         recording_step_errors, state_norm, steer_end_time)
-from odenet.models.solvers import SolverSettings, as_solver_error, is_adaptive
+from odenet.solve.drivers import Problem
+from odenet.solve.host import odeint_solve
+from odenet.solve.settings import SolverSettings, expand_tol
 
 
 @dataclass
@@ -148,11 +148,6 @@ class _CountedAdaptiveField(_CountedField):
         self.stats.steps_rejected_backward += 1
 
 
-def torchdiffeq_method(solver: SolverSettings) -> str:
-    """The name torchdiffeq runs for ``solver``: the fast twin of an adaptive RK method unless ``fast_rk`` is off."""
-    return fast_rk.method_name(solver.method) if solver.fast_rk and is_adaptive(solver.method) else solver.method
-
-
 class ODEBlock(nn.Module):
     """Maps x to the solution at t1 of dx/dt = func(t, x), x(0) = x.
 
@@ -179,7 +174,7 @@ class ODEBlock(nn.Module):
         """Replace the solver settings (the one place they change after construction)."""
         self.solver = solver
         self.t[1] = solver.t1  # (2,) integration interval [0, t1], kept on the block's device
-        counted = (_CountedAdaptiveField if is_adaptive(solver.method) else _CountedField)(
+        counted = (_CountedAdaptiveField if solver.adaptive else _CountedField)(
             self.func, self.stats, self.autocast)
         integrals = IntegralsField(counted, self.regularization.jacobian > 0) if self.regularization.integrals \
             else None
@@ -208,30 +203,21 @@ class ODEBlock(nn.Module):
         the times in between.
         """
         s, reg = self.solver, self.regularization
-        options = s.options()
-        if s.first_step == "reuse" and is_adaptive(s.method) and self._counted.last_dt is not None:
-            options["first_step"] = self._counted.last_dt  # skips _select_initial_step's trial evaluation
-        func, y0 = self._counted, x
+        reuse = s.first_step == "reuse" and s.adaptive and self._counted.last_dt is not None
+        func, y0, norm = self._counted, x, None
         if self._integrals is not None:
             func, y0 = self._integrals, initial_state(x)
-            options["norm"] = state_norm  # step-size control sees x only (see odenet.models.regularizers)
+            norm = state_norm  # step-size control sees x only (see odenet.models.regularizers)
             if self._integrals.jacobian:
                 self._integrals.probe = torch.randn_like(x)  # one Hutchinson probe per solve
-        kwargs = {"rtol": s.rtol, "atol": s.atol, "method": torchdiffeq_method(s), "options": options}
+        # Without autograd the adjoint's forward pass is exactly the direct solve.
+        adjoint_params = tuple(self.func.parameters()) if s.adjoint and torch.is_grad_enabled() else None
         self._counted.solving_forward = True
         self._counted.start_solve()
         try:
             with recording_step_errors() if reg.error > 0 else contextlib.nullcontext([]) as errors:
-                if s.adjoint and torch.is_grad_enabled():
-                    out = odeint_adjoint(func, y0, t, adjoint_params=tuple(self.func.parameters()),
-                                         **s.adjoint_kwargs(), **kwargs)
-                else:  # without autograd the adjoint's forward pass is exactly this solve
-                    out = odeint(func, y0, t, **kwargs)
-        except AssertionError as exc:
-            error = as_solver_error(exc, s, "forward")
-            if error is None:
-                raise
-            raise error from None
+                out = odeint_solve(func, y0, t, s, adjoint_params=adjoint_params, norm=norm,
+                                   first_step=self._counted.last_dt if reuse else None)  # reuse: no trial evaluation
         finally:
             self._counted.solving_forward = False
         self.reg_values = {}  # this solve's, or none: never an earlier solve's values
@@ -248,6 +234,15 @@ class ODEBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"solver={self.solver}" + ("" if self.autocast is None else f", autocast={self.autocast}")
+
+
+def block_problem(block: ODEBlock, x: torch.Tensor, *, per_sample: bool) -> Problem:
+    """The block's solve of ``x`` over its [0, t1] for the device-side drivers (:mod:`odenet.solve.drivers`).
+
+    Raises:
+        ValueError: the block's solver is not adaptive, or a per-sample state has no batch dimension.
+    """
+    return Problem.create(block.func, block.solver, x, block.t, per_sample=per_sample, autocast=block.autocast)
 
 
 def ode_blocks(model: nn.Module) -> dict[str, ODEBlock]:
@@ -289,11 +284,11 @@ def take_nfe(model: nn.Module) -> dict:
 def set_solver(model: nn.Module, **changes) -> None:
     """Change the solver settings of every ODE block (e.g. a test-time tolerance sweep).
 
-    ``changes`` are :class:`SolverSettings` fields; ``tol`` sets ``rtol`` and ``atol`` together.
+    ``changes`` are :class:`SolverSettings` fields; ``tol`` sets ``rtol`` and ``atol`` together (unless they
+    are given too).
     """
     if "tol" in changes:
-        tol = changes.pop("tol")
-        changes.update(rtol=tol, atol=tol)
+        changes["rtol"], changes["atol"] = expand_tol(changes.pop("tol"), changes.get("rtol"), changes.get("atol"))
     for block in ode_blocks(model).values():
         block.configure(dataclasses.replace(block.solver, **changes))
 

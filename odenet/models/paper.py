@@ -11,7 +11,7 @@ from torch import nn
 from odenet.models.backbones import Classifier, register_backbone
 from odenet.models.layers import ConvODEField, PreActBlock, ZeroAugmented, paper_head, paper_stem
 from odenet.models.ode import ODEBlock
-from odenet.models.solvers import DEFAULT_STEPS, SolverConstraint, SolverSettings
+from odenet.solve import DEFAULT_STEPS, SolverConstraint, SolverSettings
 
 
 @register_backbone("mlp")

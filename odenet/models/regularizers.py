@@ -9,7 +9,8 @@
   the reported values are means over the batch.
 * ERNODE (Pal et al. 2021, "Opening the blackbox", eq. 7): λE Σⱼ Eⱼ·|Δtⱼ| over the accepted steps
   of the forward solve, Eⱼ the RMS norm of step j's embedded local error estimate — the same
-  estimate the step-size controller reads. It needs odenet's fast RK (which exposes the estimate)
+  estimate the step-size controller reads. It needs odenet's fast RK (whose accepted-step hook,
+  :func:`odenet.solve.host.on_accepted_steps`, exposes the estimate)
   and direct backpropagation (the adjoint's forward solve is not differentiated).
 * STEER (Ghosh et al. 2020, "STEER: Simple temporal regularization", §3): the end time of each
   training solve is drawn from U(t1 − b, t1 + b); evaluation integrates to t1.
@@ -22,13 +23,14 @@ norm would include them and change NFE for reasons unrelated to the dynamics of 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchdiffeq._impl.misc import _rms_norm
+
+from odenet.solve.host import AcceptedStep, on_accepted_steps
+from odenet.solve.torchdiffeq_api import _rms_norm
 
 
 @dataclass(frozen=True)
@@ -130,23 +132,14 @@ def steer_end_time(t1: float, b: float, like: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- ERNODE's error sum
 
-_ERROR_SINK: contextvars.ContextVar[list[torch.Tensor] | None] = contextvars.ContextVar("odenet_error_sink",
-                                                                                       default=None)
-
 
 @contextlib.contextmanager
 def recording_step_errors() -> Iterator[list[torch.Tensor]]:
-    """Inside, odenet's fast RK solvers append Eⱼ·|Δtⱼ| of every accepted step to the yielded list."""
+    """Inside, every accepted step of odenet's fast RK solvers appends its Eⱼ·|Δtⱼ| to the yielded list."""
     sink: list[torch.Tensor] = []
-    token = _ERROR_SINK.set(sink)
-    try:
+
+    def record(step: AcceptedStep) -> None:
+        sink.append(step.norm(step.error) * step.dt.abs())
+
+    with on_accepted_steps(record):
         yield sink
-    finally:
-        _ERROR_SINK.reset(token)
-
-
-def record_step_error(error: torch.Tensor, dt: torch.Tensor, norm) -> None:
-    """Called by fast RK for an accepted step (``error``: its embedded error estimate, flat)."""
-    sink = _ERROR_SINK.get()
-    if sink is not None:
-        sink.append(norm(error) * dt.abs())

@@ -15,7 +15,7 @@ Two reports exist, each a :class:`Report` of Markdown sections and matplotlib fi
 """
 
 from odenet.reports.combined import combined_report, linear_fit
-from odenet.reports.per_sample import (PER_SAMPLE_COLUMNS, add_per_sample, batching_tax, read_per_sample_csv,
+from odenet.reports.per_sample_report import (PER_SAMPLE_COLUMNS, add_per_sample, batching_tax, read_per_sample_csv,
                                        write_per_sample_csv)
 from odenet.reports.render import Report, Section, fmt, md_table, png_bytes, write_report
 from odenet.reports.runs import ReportError, Run, common_parent, find_runs, label_runs, load_run, run_status

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from odenet.reports.methods import fig_pareto, methods_csv, methods_table
-from odenet.reports.per_sample_runs import comparison_figure, comparison_text
+from odenet.reports.per_sample_compare import comparison_figure, comparison_text
 from odenet.reports.render import Report, Section, finish_figure, new_figure, pad_x
 from odenet.reports.runs import Run, label_runs
 from odenet.reports.sweep import by_solver, legend_note, still_an_ode, tol_line

@@ -50,7 +50,7 @@ class RunLogger:
                 self.tb.add_scalar(f"{row['split']}/{key}", value, row["step"])
 
     def log_per_sample(self, row: dict[str, Any]) -> None:
-        """One training-time per-sample evaluation (:mod:`odenet.train.per_sample`): a line of
+        """One training-time per-sample evaluation (:mod:`odenet.train.per_sample_view`): a line of
         ``per_sample_train.jsonl``, the histogram ``sample/nfe_forward`` of its per-image values and its
         summary numbers (``nfe_forward_p50``, ``nfe_forward_batched``, ...) as scalars ``sample/<key>``."""
         with (self.run_dir / PER_SAMPLE_FILE).open("a") as out:

@@ -34,7 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from odenet.data import list_datasets
 from odenet.models.backbones import list_backbones
-from odenet.models.solvers import SOLVERS
+from odenet.solve import SOLVERS
 
 # Each hyperparameter: how it is recorded ("str", "int" as text, "float") and, for strings, every value
 # it can take (a discrete domain must list them all: TensorBoard's filter hides sessions outside it).

@@ -2,25 +2,27 @@
 
 One flat namespace (as in nanoGPT) described once, as dataclass fields; :mod:`odenet.config`
 generates the argparse parser and the YAML reader from it, so a flag and a YAML key can never
-disagree. Solver options are resolved by the project's one applicability rule
-(:func:`odenet.models.solvers.resolve_solver_options`).
+disagree. The solver's flags are :class:`odenet.solve.SolverOptions`, shared with every command that
+solves ODEs; they and the dynamics levers (:data:`LEVER_RULES`) are resolved by the project's one
+applicability rule (:func:`odenet.solve.inapplicable`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from odenet.config import ConfigError, flag, opt, parse
-from odenet.run.dirs import check_run_name
 from odenet.registry import catalogue, closest
+from odenet.run.dirs import check_run_name
+from odenet.solve import (ADAPTIVE_SOLVERS, SOLVER_RULES, Applies, SolverConstraint, SolverOptions, inapplicable,
+                          resolve_solver_options)
 
 if TYPE_CHECKING:
-    from odenet.models.solvers import SolverSettings
+    from odenet.solve import SolverSettings
 
 # This module imports no torch at the top, so that ``train.py --help`` and a refused flag answer in well
 # under a second (importing torch takes seconds); the models and data are imported where they are used.
@@ -34,13 +36,9 @@ def _dataset_names() -> str:
     return ", ".join(catalogue("dataset"))
 
 
-def _solver_names() -> str:
-    return ", ".join(catalogue("solver"))
-
-
 @dataclass
-class TrainConfig:
-    """Everything a training run depends on. Saved resolved as ``config.yaml`` and in every checkpoint."""
+class _BeforeSolver:
+    """The options ``--help`` lists before the solver's (see :class:`TrainConfig`)."""
 
     config: str | None = opt(None, "YAML file of options (keys = long flags without --); flags override it",
                              cli_only=True, metavar="FILE")
@@ -66,15 +64,16 @@ class TrainConfig:
     milestones: list[int] = opt([60, 100, 140], "epochs after which the learning rate is multiplied by --lr-gamma",
                                 metavar="E1,E2")
     lr_gamma: float = opt(0.1, "learning-rate decay factor at each milestone")
-    solver: str | None = opt("dopri5", "torchdiffeq method of the ODE blocks", choices_help=_solver_names)
-    tol: float | None = opt(1e-3, "adaptive solvers: rtol = atol = TOL")
-    rtol: float | None = opt(None, "relative tolerance (overrides --tol)")
-    atol: float | None = opt(None, "absolute tolerance (overrides --tol)")
-    adjoint: bool | None = opt(False, "backpropagate with the adjoint ODE (O(1) memory) instead of directly")
-    adjoint_tol: float | None = opt(None, "tolerance of the adjoint solve (default: the forward one)")
-    seminorm: bool | None = opt(False, "seminorm error control in the adjoint solve (fewer backward NFE)")
-    max_num_steps: int | None = opt(1000, "adaptive solvers fail after this many steps per solve (runaway guard)")
-    steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...) and rknet: number of steps (default 6)")
+
+
+# A dataclass's fields are its bases' in reverse method-resolution order, then its own: TrainConfig's
+# flags read _BeforeSolver's, then the solver's (SolverOptions), then the ones below.
+@dataclass
+class TrainConfig(SolverOptions, _BeforeSolver):
+    """Everything a training run depends on. Saved resolved as ``config.yaml`` and in every checkpoint."""
+
+    steps: int | None = opt(None, "fixed-step solvers (rk4, euler, ...) and rknet: steps per unit of time "
+                                  "(default 6)")
     t1: float | None = opt(1.0, "integrate the ODE blocks over t in [0, T1]")
     kinetic_reg: float | None = opt(0.0, "RNODE kinetic-energy weight: lambda_K * integral of |f|^2 dt")
     jacobian_reg: float | None = opt(0.0, "RNODE Jacobian weight: lambda_J * integral of |df/dx|_F^2 dt "
@@ -120,14 +119,10 @@ class TrainConfig:
 
     def solver_settings(self) -> SolverSettings | None:
         """SolverSettings of the ODE blocks, or None for a backbone without any."""
-        from odenet.models.solvers import SolverSettings  # torch: imported when a model is built
-
         if self.solver is None:
             return None
-        return SolverSettings(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
-                              adjoint_rtol=self.adjoint_tol, adjoint_atol=self.adjoint_tol,
-                              seminorm=bool(self.seminorm), max_num_steps=self.max_num_steps, steps=self.steps,
-                              t1=self.t1, fast_rk=self.fast_rk is not False, first_step=self.first_step or "auto")
+        return super().solver_settings(t1=self.t1, fast_rk=self.fast_rk is not False,
+                                       first_step=self.first_step or "auto")
 
     def regularization(self):
         """The ODE blocks' :class:`~odenet.models.regularizers.Regularization` (None values count as off)."""
@@ -140,6 +135,37 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "config"}
 
 
+# The dynamics levers beside the solver's own options, for the one applicability rule (odenet.solve.options).
+LEVER_RULES: dict[str, Applies] = {
+    "kinetic_reg": Applies(), "jacobian_reg": Applies(), "steer": Applies(), "augment_dim": Applies(),
+    "error_reg": Applies(adaptive=True, backprop="direct", fast_rk=True,
+                         why_backprop="--error-reg differentiates the forward solve's error estimates, which the "
+                                      "adjoint does not backpropagate through; drop --adjoint or --error-reg",
+                         why_fast_rk="--error-reg reads the error estimates of odenet's fast RK solvers; drop "
+                                     "--no-fast-rk"),
+}
+TRAIN_RULES: dict[str, Applies] = {**SOLVER_RULES, **LEVER_RULES}
+
+
+def _backbone(values: Mapping[str, Any]) -> tuple[bool, SolverConstraint | None]:
+    """(has ODE blocks, fixed solver) of the backbone ``values`` names."""
+    from odenet.models import backbone_entry  # torch: only once the flags have parsed (see the top)
+
+    try:
+        entry = backbone_entry(values.get("backbone", TrainConfig.backbone))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return entry.ode, entry.solver
+
+
+def inapplicable_options(values: Mapping[str, Any]) -> dict[str, str]:
+    """The options of a training run (``values``, TrainConfig's defaults filling the gaps) that do not apply
+    to it, each with why: what train.py refuses when given and the grid leaves out of a point."""
+    ode, constraint = _backbone(values)
+    defaults = {k: values.get(k, getattr(TrainConfig, k)) for k in ("backbone", "solver", "adjoint", "fast_rk")}
+    return inapplicable({**values, **defaults}, ode=ode, constraint=constraint, rules=TRAIN_RULES)
+
+
 def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     """Validate ``cfg`` and blank out settings that do not apply, so the saved config says what ran.
 
@@ -148,8 +174,7 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
             (e.g. ``--tol`` for a ResNet, ``--steps`` for dopri5).
     """
     from odenet.data import list_datasets  # torch: only once the flags have parsed (see the top)
-    from odenet.models import backbone_entry, list_backbones
-    from odenet.models.solvers import ADAPTIVE_SOLVERS, resolve_solver_options
+    from odenet.models import list_backbones
 
     check_run_name(cfg.run_name)
     _check_choice("--backbone", cfg.backbone, list_backbones())
@@ -179,13 +204,14 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{flag(name)} must be 0 or a positive number, got {value}")
     _check_recipe(cfg)
-    entry = backbone_entry(cfg.backbone)
+    ode, constraint = _backbone(dataclasses.asdict(cfg))
     if cfg.augment_dim and cfg.backbone != "odenet":
         raise ConfigError(f"--augment-dim widens the odenet backbone's ODE state; {cfg.backbone} has no such "
                           f"option: drop it or use --backbone odenet")
-    changes = resolve_solver_options(dataclasses.asdict(cfg), explicit, ode=entry.ode, constraint=entry.solver)
+    changes = resolve_solver_options(dataclasses.asdict(cfg), explicit, ode=ode, constraint=constraint,
+                                     rules=TRAIN_RULES)
     cfg = dataclasses.replace(cfg, **changes)
-    if cfg.per_sample_every and not (entry.ode and cfg.solver in ADAPTIVE_SOLVERS):
+    if cfg.per_sample_every and not (ode and cfg.solver in ADAPTIVE_SOLVERS):
         raise ConfigError(f"--per-sample-every needs an ODE backbone with an adaptive solver (each image's own step "
                           f"control); {cfg.backbone} with solver {cfg.solver} has none: drop it or use --backbone "
                           f"odenet --solver dopri5")

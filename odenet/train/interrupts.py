@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from odenet.errors import Interrupted, RunFailure, StoppedAtOnce
-from odenet.models.solvers import SolverError
+from odenet.solve import SolverError
 
 MAX_CONSECUTIVE_SKIPS = 20
 

@@ -20,7 +20,7 @@ from torch import nn
 from odenet.errors import RunFailure
 from odenet.measure import Clock, EventClock, SavedTensorMeter, peak_mem_mb, reset_peak
 from odenet.models.ode import ode_blocks, regularization_terms, reset_nfe, take_nfe
-from odenet.models.solvers import as_solver_error
+from odenet.solve.settings import as_solver_error
 
 
 class NonFiniteLossError(RunFailure):

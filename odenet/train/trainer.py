@@ -19,7 +19,7 @@ from odenet.config import ConfigError
 from odenet.errors import RunFailure, UserError
 from odenet.measure import EventClock
 from odenet.models.ode import reset_nfe
-from odenet.models.solvers import SolverError
+from odenet.solve import SolverError
 from odenet.run.checkpoint import load_checkpoint, save_checkpoint
 from odenet.run.dirs import claim_run_dir
 from odenet.run.files import write_config, write_json
@@ -31,7 +31,7 @@ from odenet.train.build import (build_data, build_model, compile_settings, confi
 from odenet.train.config import TrainConfig
 from odenet.train.interrupts import FailurePolicy, StopSignals, checkpoint_note
 from odenet.train.optim import apply_optimizer_settings, build_optimizer, build_schedule, steps_per_epoch
-from odenet.train.per_sample import PerSampleWatch
+from odenet.train.per_sample_view import PerSampleWatch
 from odenet.train.resume import Progress, check_resume_config, checkpoint_state, restore_state
 from odenet.train.step import NonFiniteLossError, evaluate, to_device, train_step
 from odenet.train.summary import epoch_line, last_epoch_rows, run_header, run_summary

@@ -1,6 +1,6 @@
 """Per-sample evaluation (``eval.py --per-sample``): per_sample.csv, its statistics and its report section.
 
-Each test image was solved with its own adaptive step control (:func:`odenet.models.solve_per_sample`),
+Each test image was solved with its own adaptive step control (:func:`odenet.solve.drivers.solve_per_sample`),
 and, side by side, in the batch the sweep solves it in. A row is one image at one setting; a batch
 solve evaluates f ``nfe_forward_batched`` times on every image of its batch, so the batching tax is
 the share of those evaluations beyond what each image needed alone: ``1 - mean(nfe_forward) /

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from odenet.reports.per_sample import by_setting, costliest, read_per_sample_csv, spearman
+from odenet.reports.per_sample_report import by_setting, costliest, read_per_sample_csv, spearman
 from odenet.reports.render import finish_figure, fmt, md_table, new_figure
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def per_sample_runs(runs: list[Run]) -> list[tuple[Run, list[dict[str, Any]]]]:
 
 def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """One dict per run × setting: images, batch, NFE quantiles, batching tax, Spearman ρ with confidence,
-    and the accuracy of the costliest images (:func:`~odenet.reports.per_sample.costliest`) against the rest."""
+    and the accuracy of the costliest images (:func:`~odenet.reports.per_sample_report.costliest`) against the rest."""
     out = []
     for run, rows in per_sample_runs(runs):
         for (solver, tol), group in by_setting(rows).items():

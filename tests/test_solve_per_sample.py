@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from odenet.models import ODEBlock, SolverError, SolverSettings, read_nfe
-from odenet.models.device_rk import StepControl
 from odenet.models.layers import ConvODEField
-from odenet.models.per_sample import solve_per_sample
+from odenet.models.per_sample_blocks import solve_block_per_sample as solve_per_sample
+from odenet.solve.control import StepControl
 
 TOLS = (1e-1, 1e-3, 1e-5)
 

@@ -10,13 +10,13 @@ import yaml
 
 from odenet.cli import grid_main
 from odenet.config import ConfigError
-from odenet.grid import SweepArgs, SweepPlan, expand, load_plan, parse_sweep_args, prepare, run_sweep
+from odenet.grid import GridArgs, GridPlan, expand, load_plan, parse_grid_args, prepare, run_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plan(tmp_path, grid, **base) -> SweepPlan:
-    return SweepPlan(base={"dataset": "mnist-5k", "epochs": 1, **base}, grid=grid, out_dir=str(tmp_path / "sw"))
+def plan(tmp_path, grid, **base) -> GridPlan:
+    return GridPlan(base={"dataset": "mnist-5k", "epochs": 1, **base}, grid=grid, out_dir=str(tmp_path / "sw"))
 
 
 def test_grid_collapses_options_that_do_not_apply(tmp_path):
@@ -30,7 +30,7 @@ def test_grid_collapses_options_that_do_not_apply(tmp_path):
 def test_adjoint_only_options_apply_to_the_adjoint_points_only(tmp_path):
     runs = expand(plan(tmp_path, [{"backbone": ["odenet"], "adjoint": [False, True]}], adjoint_tol=1e-4,
                        seminorm=True))
-    assert [(r.adjoint, r.adjoint_tol, r.seminorm) for r in runs] == [(False, None, False), (True, 1e-4, True)]
+    assert [(r.adjoint, r.adjoint_tol, r.seminorm) for r in runs] == [(False, None, None), (True, 1e-4, True)]
 
 
 def test_grid_over_other_options_names_them_and_fixed_solvers_take_steps(tmp_path):
@@ -38,11 +38,11 @@ def test_grid_over_other_options_names_them_and_fixed_solvers_take_steps(tmp_pat
     assert [r.run_name for r in runs] == ["odenet-rk4-steps6-direct-lr0.1-s0", "odenet-rk4-steps6-direct-lr0.05-s0"]
 
 
-def test_sweep_yaml_and_cli_flags(tmp_path):
+def test_grid_yaml_and_cli_flags(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"base": {"dataset": "mnist-5k"}, "grid": [{"backbone": ["resnet"]}],
                                     "eval": {"tols": [0.1]}, "out_dir": "x"}))
-    p = load_plan(SweepArgs(config=str(path), set=["epochs=3"], seeds=[1, 2], backbones=["mlp"]))
+    p = load_plan(GridArgs(config=str(path), set=["epochs=3"], seeds=[1, 2], backbones=["mlp"]))
     assert p.base == {"dataset": "mnist-5k", "epochs": 3} and p.grid == [{"backbone": ["mlp"], "seed": [1, 2]}]
     assert p.eval == {"tols": [0.1]} and p.out_dir == "x"
 
@@ -51,13 +51,13 @@ def test_sweep_yaml_and_cli_flags(tmp_path):
     ({"grid": [{"backbone": ["resnet"]}], "bsae": {}}, "unknown key 'bsae'"),
     ({"grid": [{"backbone": ["resnet"]}], "base": {"tl": 1}}, "unknown option 'tl'"),
     ({"grid": [{"backbone": ["resnet"]}], "eval": {"tol": [1]}}, "unknown key 'tol' in"),
-    ({"base": {}}, "the sweep has no grid"),
+    ({"base": {}}, "the grid is empty"),
 ])
 def test_bad_sweep_files(tmp_path, data, message):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=message):
-        load_plan(SweepArgs(config=str(path)))
+        load_plan(GridArgs(config=str(path)))
 
 
 def test_every_shipped_config_loads():
@@ -73,7 +73,7 @@ def test_every_shipped_config_loads():
         elif path.name == "dynamics-latent.yaml":
             assert resolve_latent(*parse(LatentConfig, ["--config", str(path)], "t", "t")).iters > 0
         elif "grid" in yaml.safe_load(path.read_text()):
-            assert expand(load_plan(SweepArgs(config=str(path))))
+            assert expand(load_plan(GridArgs(config=str(path))))
         else:
             assert parse_train_args(["--config", str(path)]).backbone
 
@@ -98,11 +98,11 @@ def test_prepare_skips_complete_resumes_interrupted_and_sets_aside_broken(tmp_pa
 
 
 def test_sweep_end_to_end_then_rerun_reuses_finished_runs(tiny_fashion, tmp_path, monkeypatch):
-    p = SweepPlan(base={"dataset": "fashion-mnist", "data_dir": str(tiny_fashion), "epochs": 2, "batch_size": 32,
+    p = GridPlan(base={"dataset": "fashion-mnist", "data_dir": str(tiny_fashion), "epochs": 2, "batch_size": 32,
                         "test_batch_size": 32, "limit_train_batches": 2, "limit_test_batches": 1},
                   grid=[{"backbone": ["resnet"]}, {"backbone": ["odenet"], "tol": [1e-1], "adjoint": [False, True]}],
                   eval={"tols": [1e-1, 1e-2], "limit_test_batches": 1}, out_dir=str(tmp_path / "sw"))
-    summaries, out = run_sweep(p)
+    summaries, out = run_grid(p)
     assert [s["config"]["backbone"] for s in summaries] == ["resnet", "odenet", "odenet"]
     md = (out / "report.md").read_text()
     assert "Table 1 (Chen et al. 2018)" in md and "backward/forward NFE ratio" in md
@@ -116,7 +116,7 @@ def test_sweep_end_to_end_then_rerun_reuses_finished_runs(tiny_fashion, tmp_path
         raise AssertionError(f"{cfg.run_name} was trained again")
 
     monkeypatch.setattr("odenet.grid.job.train", no_training)
-    summaries_again, _ = run_sweep(p)
+    summaries_again, _ = run_grid(p)
     assert summaries_again == summaries
 
 
@@ -199,7 +199,7 @@ def test_yaml_numbers_without_a_dot_are_numbers_before_anything_trains(tmp_path)
     path = tmp_path / "s.yaml"
     path.write_text("base: {dataset: mnist-5k, lr: 1e-2}\ngrid: {backbone: [odenet], tol: [1e-1]}\n"
                     "eval: {tols: [1e-2, 1e-3], reference_tol: 1e-6}\n")
-    p = load_plan(SweepArgs(config=str(path)))
+    p = load_plan(GridArgs(config=str(path)))
     assert p.eval == {"tols": [1e-2, 1e-3], "reference_tol": 1e-6} and p.base["lr"] == 1e-2
     assert expand(p)[0].tol == 0.1
 
@@ -207,11 +207,11 @@ def test_yaml_numbers_without_a_dot_are_numbers_before_anything_trains(tmp_path)
 def test_eval_flag_switches_the_test_time_sweeps(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("grid: {backbone: [odenet]}\neval: {tols: [0.1]}\n")
-    assert parse_sweep_args(["--config", str(path)]).eval == {"tols": [0.1]}
-    assert parse_sweep_args(["--config", str(path), "--no-eval"]).eval is None
-    assert parse_sweep_args(["--backbones", "odenet"]).eval is None
-    assert parse_sweep_args(["--backbones", "odenet", "--eval"]).eval == {}
-    assert parse_sweep_args(["--backbones", "odenet", "--eval-tols", "1e-2"]).eval == {"tols": [0.01]}
+    assert parse_grid_args(["--config", str(path)]).eval == {"tols": [0.1]}
+    assert parse_grid_args(["--config", str(path), "--no-eval"]).eval is None
+    assert parse_grid_args(["--backbones", "odenet"]).eval is None
+    assert parse_grid_args(["--backbones", "odenet", "--eval"]).eval == {}
+    assert parse_grid_args(["--backbones", "odenet", "--eval-tols", "1e-2"]).eval == {"tols": [0.01]}
 
 
 def test_grid_eval_section_takes_boolean_options():

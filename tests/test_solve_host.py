@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import odenet
-from odenet.models.solvers import SolverSettings
-from odenet.models.fast_rk import FAST_METHODS
-from odenet.models.ode import torchdiffeq_method
+from odenet.solve import SolverSettings
+from odenet.solve.host import FAST_METHODS, FastRKMixin, method_name, torchdiffeq_method
+from odenet.solve.torchdiffeq_api import BASE_SOLVERS
 
 
 class Field(torch.nn.Module):
@@ -73,9 +73,9 @@ def test_the_fast_solvers_run_odenets_stage_arithmetic():
     # Otherwise the comparisons above would compare torchdiffeq with itself.
     from torchdiffeq._impl.odeint import SOLVERS
 
-    from odenet.models.fast_rk import FastRKMixin
-
     for method, fast in FAST_METHODS.items():
+        assert method_name(method) == fast
         solver = SOLVERS[fast]
         assert solver._runge_kutta_step is FastRKMixin._runge_kutta_step
-        assert solver._adaptive_step is FastRKMixin._adaptive_step and solver.tableau is SOLVERS[method].tableau
+        assert solver._adaptive_step is FastRKMixin._adaptive_step
+        assert solver.tableau is BASE_SOLVERS[method].tableau and BASE_SOLVERS[method] is SOLVERS[method]

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from odenet.reports.per_sample import write_per_sample_csv
-from odenet.reports.per_sample_runs import comparison_figure, comparison_rows, comparison_text
+from odenet.reports.per_sample_report import write_per_sample_csv
+from odenet.reports.per_sample_compare import comparison_figure, comparison_rows, comparison_text
 
 
 def fake_run(tmp_path, name, nfe, correct, batched, tol=1e-3):
@@ -62,7 +62,7 @@ def test_figure_plots_each_runs_ecdf_per_tolerance(tmp_path):
 
 
 def test_nfe_bins_never_split_images_of_equal_nfe():
-    from odenet.reports.per_sample import costliest, nfe_bins
+    from odenet.reports.per_sample_report import costliest, nfe_bins
 
     group = [{"nfe_forward": n, "correct": ok, "index": i}
              for i, (n, ok) in enumerate([(20, True)] * 85 + [(26, False)] * 10 + [(32, True)] * 5)]

@@ -11,7 +11,7 @@ import torch
 from odenet.cli import train_main
 from odenet.models.ode import reset_nfe, take_nfe
 from odenet.run.metrics import truncate_epoch_rows
-from odenet.train.per_sample import first_images, per_sample_view
+from odenet.train.per_sample_view import first_images, per_sample_view
 from odenet.train.step import flat_nfe
 
 COMMON = ["--dataset", "mnist-5k", "--limit-train-batches", "2", "--batch-size", "8", "--test-batch-size", "300",
@@ -67,7 +67,7 @@ def test_the_view_equals_each_image_solved_alone_and_the_batched_solve():
     torch.manual_seed(0)
     from odenet.data import build_loaders
     from odenet.models.backbones import create_backbone
-    from odenet.models.solvers import SolverSettings
+    from odenet.solve import SolverSettings
 
     data = build_loaders("mnist-5k", batch_size=8, test_batch_size=7, seed=0)
     model = create_backbone("odenet", in_channels=1, num_classes=10, image_size=28,
@@ -117,7 +117,7 @@ def test_refused_where_there_is_no_per_image_step_control(argv, message, tmp_pat
 def test_regularization_off_solves_x_alone_and_first_steps_kept_leaves_training_untouched():
     from odenet.models.ode import ODEBlock, first_steps_kept, regularization_off, set_regularization
     from odenet.models.regularizers import Regularization
-    from odenet.models.solvers import SolverSettings
+    from odenet.solve import SolverSettings
 
     class Field(torch.nn.Module):
         def __init__(self):

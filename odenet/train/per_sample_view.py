@@ -3,7 +3,7 @@
 Every N epochs (after the epoch's test evaluation) the first :data:`SUBSET` test images — the same
 images every time, in the test loader's order — pass through the model twice in evaluation mode:
 batched (the usual solve; its NFE is the batch's) and with each ODE block solved per image
-(:func:`odenet.models.per_sample.per_sample_blocks`: each image with its own step-size control, as
+(:func:`odenet.models.per_sample_blocks.per_sample_blocks`: each image with its own step-size control, as
 if alone). Logged per evaluation: every image's ``nfe_forward`` (summed over the ODE blocks), its
 correctness, the quantiles, and the batched ``nfe_forward`` per image of the same images
 (:meth:`odenet.run.log.RunLogger.log_per_sample`: ``per_sample_train.jsonl`` and the TensorBoard
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from odenet.models.ode import first_steps_kept, regularization_off, reset_nfe, take_nfe
-from odenet.models.per_sample import per_sample_blocks
+from odenet.models.per_sample_blocks import per_sample_blocks
 from odenet.train.step import flat_nfe, to_device
 
 SUBSET = 1000  # test images per training-time per-sample evaluation

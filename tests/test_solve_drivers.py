@@ -10,12 +10,13 @@ from torch import nn
 from torchdiffeq import odeint
 
 from odenet.models import ODEBlock, SolverError, SolverSettings, read_nfe
-from odenet.models.cuda_graphs import (GraphedAdaptiveSolver, GraphedFixedGridSolver, block_grid,
-                                       fixed_grid_solve)
-from odenet.models.device_rk import Field, tableau
-from odenet.models.device_solve import solve_on_device
 from odenet.models.layers import ConvODEField
-from odenet.models.per_sample import solve_per_sample
+from odenet.models.ode import block_problem
+from odenet.models.per_sample_blocks import solve_block_per_sample
+from odenet.solve.control import FieldCalls
+from odenet.solve.drivers import solve_on_device as _solve_on_device
+from odenet.solve.graphs import GraphedAdaptiveSolver, GraphedFixedGridSolver, fixed_grid_solve, solve_grid
+from odenet.solve.tableau import tableau
 
 ADAPTIVE = ("dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8")
 TOL = {"dopri5": 1e-6, "dopri8": 1e-6, "bosh3": 1e-4, "adaptive_heun": 1e-4, "fehlberg2": 1e-4}  # ~50-600 steps
@@ -50,6 +51,10 @@ class Recorder(nn.Module):
         self.steps.append((float(t0), float(dt), False))
 
 
+def solve_on_device(block: ODEBlock, x: torch.Tensor, **kwargs):
+    return _solve_on_device(block_problem(block, x, per_sample=False), x, **kwargs)
+
+
 def problem(method: str, t1: float = 2.0):
     torch.manual_seed(0)
     field = Oscillating()
@@ -61,7 +66,7 @@ def problem(method: str, t1: float = 2.0):
 def test_same_steps_as_torchdiffeqs_adaptive_loop(method):
     field, block, x = problem(method)
     recorder = Recorder(field)
-    with torch.no_grad():  # torchdiffeq's own solver, not odenet's fast_rk twin
+    with torch.no_grad():  # torchdiffeq's own solver, not odenet's fast twin
         expected = odeint(recorder, x, block.t, rtol=TOL[method], atol=TOL[method], method=method)[-1]
     ours = solve_on_device(block, x, check_every=4, trace=True)
     got = [(r.t, r.dt, r.accepted) for r in ours.trace]
@@ -102,7 +107,7 @@ def test_per_sample_and_shared_control_are_one_rule():
     # A batch of one: its own norm is the batch's norm, so both controls take identical steps.
     _, block, x = problem("dopri5")
     shared = solve_on_device(block, x[:1])
-    alone = solve_per_sample(block, x[:1])
+    alone = solve_block_per_sample(block, x[:1])
     assert torch.equal(shared.y, alone.y)
     assert (shared.nfe_forward, shared.steps_accepted, shared.steps_rejected) == (
         int(alone.nfe_forward), int(alone.steps_accepted), int(alone.steps_rejected))
@@ -142,8 +147,8 @@ def test_fixed_grid_solve_is_odeblocks(method, per_step):
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
         y = block(x)
-        field = Field(block.func)
-        ours = fixed_grid_solve(field, x, block_grid(block, x), method)
+        field = FieldCalls(block.func)
+        ours = fixed_grid_solve(field, x, solve_grid(block.solver, x, block.t), method)
     assert torch.equal(ours, y)
     assert field.calls == read_nfe(block)["nfe_forward"] == 3 * per_step
 
@@ -152,7 +157,7 @@ def test_fixed_grid_solve_is_odeblocks(method, per_step):
 def test_cuda_graphs_say_clearly_that_they_need_cuda():
     _, block, x = problem("dopri5")
     with pytest.raises(RuntimeError, match="need a CUDA device"):
-        GraphedAdaptiveSolver(block, x)
+        GraphedAdaptiveSolver(block_problem(block, x, per_sample=False), x)
 
 
 @pytest.mark.gpu
@@ -161,10 +166,10 @@ def test_graphed_adaptive_step_is_the_eager_device_solve(per_sample):
     torch.manual_seed(0)
     block = ODEBlock(ConvODEField(16), SolverSettings(rtol=1e-4, atol=1e-4)).cuda()
     x = torch.randn(8, 16, 6, 6, device="cuda")
-    graphed = GraphedAdaptiveSolver(block, x, check_every=4, per_sample=per_sample)
+    graphed = GraphedAdaptiveSolver(block_problem(block, x, per_sample=per_sample), x, check_every=4)
     ours = graphed(x)
     if per_sample:
-        eager = solve_per_sample(block, x)
+        eager = solve_block_per_sample(block, x)
         assert torch.equal(ours.nfe_forward, eager.nfe_forward)
         torch.testing.assert_close(ours.y, eager.y, rtol=1e-4, atol=1e-5)  # masked vs compacted batches
     else:
@@ -186,7 +191,7 @@ def test_graphed_fixed_grid_solve_is_odeblocks(method):
     x = torch.randn(8, 16, 6, 6, device="cuda")
     with torch.no_grad():
         y = block(x)
-    graphed = GraphedFixedGridSolver(block, x)
+    graphed = GraphedFixedGridSolver(block.func, block.solver, x, block.t)
     torch.testing.assert_close(graphed(x), y, rtol=1e-5, atol=1e-6)
     assert graphed.field_calls == read_nfe(block)["nfe_forward"]
 

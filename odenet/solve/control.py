@@ -7,30 +7,27 @@ computed for every row, and ``torch.where`` keeps or discards it. A solve can th
 between host checks; a step taken after the solve has finished changes nothing (it is masked).
 
 One rule, two shapes. The step control is written once, for a time ``t`` and step size ``dt`` of
-shape ``()`` — one error norm over the whole batch, exactly torchdiffeq's control (used by
-:func:`solve_on_device`) — or of shape ``(B,)`` — one norm per sample, each image controlled as if
-it were solved alone (used by :mod:`odenet.models.per_sample`, which also drops finished images
-from the batch). The formulas are torchdiffeq 0.2.5's, named where they are mirrored:
-
-The batch-shared driver and the pieces an ODEBlock's solve is made of are in
-:mod:`odenet.models.device_solve`.
+shape ``()`` — one error norm over the whole batch, exactly torchdiffeq's control — or of shape
+``(B,)`` — one norm per sample, each image controlled as if it were solved alone. The drivers that
+run it (batch-shared, per image, CUDA graphs) are in :mod:`odenet.solve.drivers` and
+:mod:`odenet.solve.graphs`. The formulas are torchdiffeq 0.2.5's, named where they are mirrored:
 
 * start: ``RKAdaptiveStepsizeODESolver._before_integrate`` — f(t0, y0) then
   ``_select_initial_step`` (one more evaluation), with its two ``if`` branches as ``torch.where``;
-* step: ``_adaptive_step`` with the stage arithmetic of :mod:`odenet.models.fast_rk` (the solver
-  ODEBlock runs by default), ``_compute_error_ratio`` (called as is), ``accept = ratio <= 1`` and
+* step: ``_adaptive_step`` with the stage arithmetic of :mod:`odenet.solve.tableau` (shared with the
+  host-side solver), ``_compute_error_ratio`` (called as is), ``accept = ratio <= 1`` and
   ``_optimal_step_size`` with its branches as ``torch.where``;
 * failures: ``_advance``'s ``max_num_steps`` check, the underflow and non-finite-state checks,
-  recorded as codes and raised at the next host check;
+  recorded as codes (:data:`odenet.solve.settings.FAILURE_REASONS`) and raised at the next host check;
 * output: the step that crossed t1 is interpolated there (``_interp_fit``, called as is, and
   ``_interp_evaluate``, mirrored without its assertion because that assertion syncs).
 
 The time-like values (t, dt) are float64 and the field sees ``t`` in the state's dtype, nudged one
 float below the step's end for stages at its end (``Perturb.PREV``), as torchdiffeq does.
 ``step_t``/``jump_t``, ``min_step``/``max_step`` and ``first_step`` are not supported: odenet never
-sets them. Grid points cannot be counted any other way than by evaluations: NFE of a solve is
-``2 + stages × steps`` (accepted and rejected steps cost the same), and ``field_calls`` counts the
-evaluations actually computed, which with masking includes the no-op steps after the end.
+sets them. NFE of a solve is ``2 + stages × steps`` (accepted and rejected steps cost the same), and
+:class:`FieldCalls` counts the evaluations actually computed, which with masking includes the no-op
+steps after the end.
 """
 
 from __future__ import annotations
@@ -41,66 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torchdiffeq._impl.interp import _interp_fit
-from torchdiffeq._impl.misc import _compute_error_ratio, _rms_norm
-from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
-from odenet.models.fast_rk import combine as _combine, step_from as _step_from
-
-# Why a solve stopped early; 0 = it did not. The messages start like torchdiffeq's assertions.
-NO_FAILURE, MAX_STEPS, UNDERFLOW, NON_FINITE = 0, 1, 2, 3
-FAILURE_REASONS = {MAX_STEPS: "max_num_steps exceeded", UNDERFLOW: "underflow in dt",
-                   NON_FINITE: "non-finite values in state"}
-
-
-# --------------------------------------------------------------------------- the method
-
-
-@dataclass(frozen=True)
-class Tableau:
-    """A torchdiffeq adaptive Runge–Kutta method as Python floats (no device round trips).
-
-    Attributes:
-        method: torchdiffeq's name (``dopri5``, ``bosh3``, ...).
-        order: the solver's ``order``; the step-size exponent is 1 / order.
-        alpha, beta, c_sol, c_error, mid: torchdiffeq's tableau and interpolation weights.
-        fsal: first same as last — the last stage's input is the solution itself.
-    """
-
-    method: str
-    order: int
-    alpha: tuple[float, ...]
-    beta: tuple[tuple[float, ...], ...]
-    c_sol: tuple[float, ...]
-    c_error: tuple[float, ...]
-    mid: tuple[float, ...]
-    fsal: bool
-
-    @property
-    def stages(self) -> int:
-        """Field evaluations per step (accepted or rejected alike)."""
-        return len(self.alpha)
-
-
-@functools.cache
-def tableau(method: str) -> Tableau:
-    """The tableau of torchdiffeq's solver ``method``, read from its solver class.
-
-    Raises:
-        ValueError: ``method`` is not one of torchdiffeq's adaptive Runge–Kutta solvers.
-    """
-    adaptive = sorted(name for name, cls in TORCHDIFFEQ_SOLVERS.items()
-                      if isinstance(cls, type) and issubclass(cls, RKAdaptiveStepsizeODESolver) and "-" not in name)
-    if method not in adaptive:
-        raise ValueError(f"{method!r} is not an adaptive Runge–Kutta method; valid: {', '.join(adaptive)}")
-    cls = TORCHDIFFEQ_SOLVERS[method]
-    tab = cls.tableau  # the class attribute: CPU float64, as odenet.models.fast_rk reads it
-    c_sol, beta = tab.c_sol.tolist(), tuple(tuple(b.tolist()) for b in tab.beta)
-    return Tableau(method=method, order=cls.order, alpha=tuple(tab.alpha.tolist()), beta=beta,
-                   c_sol=tuple(c_sol), c_error=tuple(tab.c_error.tolist()), mid=tuple(cls.mid.tolist()),
-                   fsal=c_sol[-1] == 0 and tuple(c_sol[:-1]) == beta[-1])
-
+from odenet.solve.settings import MAX_STEPS, NO_FAILURE, NON_FINITE, UNDERFLOW
+from odenet.solve.tableau import Tableau, column, runge_kutta_step, step_from
+from odenet.solve.torchdiffeq_api import _compute_error_ratio, _interp_fit, _rms_norm
 
 # --------------------------------------------------------------------------- the control
 
@@ -151,15 +92,10 @@ class StepControl:
         return torch.isfinite(x).flatten(1).all(1) if self.per_sample else torch.isfinite(x).all()
 
 
-def column(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-sample (B,) value as (B, 1, ..., 1), broadcasting against a (B, ...) state; () stays ()."""
-    return v if v.dim() == 0 else v.reshape(v.shape + (1,) * (like.dim() - v.dim()))
+# --------------------------------------------------------------------------- the field's calls
 
 
-# --------------------------------------------------------------------------- the field
-
-
-class Field:
+class FieldCalls:
     """Calls an ODE field as torchdiffeq's ``_PerturbFunc`` does, and counts the calls.
 
     Attributes:
@@ -175,7 +111,7 @@ class Field:
         self.calls = 0
         self.rows = 0
 
-    def __call__(self, t: torch.Tensor, y: torch.Tensor, *, before: bool = False) -> torch.Tensor:
+    def __call__(self, t: torch.Tensor, y: torch.Tensor, before: bool = False) -> torch.Tensor:
         """f(t, y); ``before``: at the float just below t (torchdiffeq's ``Perturb.PREV``)."""
         self.calls += 1
         self.rows += y.shape[0]
@@ -204,7 +140,7 @@ class RKState:
         y, f: the state at ``t`` and the field there (B, ...).
         t, dt: time reached and next step size (float64).
         done: ``t`` has reached the end; further steps change nothing.
-        failure: a FAILURE_REASONS code, or NO_FAILURE.
+        failure: a failure code of :data:`odenet.solve.settings.FAILURE_REASONS`, or NO_FAILURE.
         steps, accepted, rejected: steps attempted / accepted / rejected while not done.
         seg_t0, seg_dt, seg_y0, seg_f0, seg_ymid: the step that crossed the end (its
             interpolation data; its end is ``t``, ``y``, ``f``).
@@ -239,7 +175,7 @@ def _first_failure(failure: torch.Tensor, happened: torch.Tensor, code: int) -> 
     return torch.where((failure == NO_FAILURE) & happened, code, failure)
 
 
-def start(field: Field, tab: Tableau, control: StepControl, y0: torch.Tensor, t0: torch.Tensor,
+def start(field: FieldCalls, tab: Tableau, control: StepControl, y0: torch.Tensor, t0: torch.Tensor,
           t_end: torch.Tensor) -> RKState:
     """f(t0, y0) and the first step size: ``_before_integrate`` + ``_select_initial_step`` (2 NFE).
 
@@ -255,7 +191,7 @@ def start(field: Field, tab: Tableau, control: StepControl, y0: torch.Tensor, t0
                    seg_y0=y0, seg_f0=f0, seg_ymid=y0)
 
 
-def _select_initial_step(field: Field, c: StepControl, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor,
+def _select_initial_step(field: FieldCalls, c: StepControl, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor,
                          order: int) -> torch.Tensor:
     """torchdiffeq's ``_select_initial_step`` (Hairer, Nørsett & Wanner, Sec. II.4) with its
     ``if`` branches as ``torch.where``, in the same dtypes: d0, d1, h0 in the state's dtype."""
@@ -281,27 +217,7 @@ def _optimal_step_size(c: StepControl, dt: torch.Tensor, ratio: torch.Tensor) ->
     return torch.where(ratio == 0, dt * c.ifactor, dt * factor)
 
 
-def _runge_kutta_step(field: Field, tab: Tableau, y0, f0, t0, dt, t1):
-    """One RK step → (y1, f1, error, stages): fast_rk's ``_runge_kutta_step`` with t and dt per sample."""
-    t_dtype = y0.abs().dtype  # the stage times are formed in the state's dtype, as in torchdiffeq
-    t0, dt, t1 = t0.to(t_dtype), dt.to(t_dtype), t1.to(t_dtype)
-    dt_col = column(dt, y0)
-    ks = [f0]
-    yi = y0
-    for alpha_i, beta_i in zip(tab.alpha, tab.beta):
-        yi = _step_from(y0, dt_col, ks, beta_i)
-        if alpha_i == 1.0:  # stages at the step's end see t just below it (discontinuities)
-            ks.append(field(t1, yi, before=True))
-        else:
-            ks.append(field(t0 + alpha_i * dt, yi))
-    if not tab.fsal:
-        yi = _step_from(y0, dt_col, ks, tab.c_sol)
-    error = _combine(ks, tab.c_error)
-    y1_error = error * dt_col if error is not None else torch.zeros_like(y0)
-    return yi, ks[-1], y1_error, ks
-
-
-def step(field: Field, tab: Tableau, control: StepControl, s: RKState, t_end: torch.Tensor) -> RKState:
+def step(field: FieldCalls, tab: Tableau, control: StepControl, s: RKState, t_end: torch.Tensor) -> RKState:
     """One adaptive step of every solve that is not done; ``_adaptive_step`` without host syncs."""
     active = ~s.done
     # _advance: `assert n_steps < max_num_steps` before each step.
@@ -311,7 +227,7 @@ def step(field: Field, tab: Tableau, control: StepControl, s: RKState, t_end: to
     failure = _first_failure(failure, active & ~(t1 > s.t), UNDERFLOW)
     failure = _first_failure(failure, active & ~control.all_finite(s.y), NON_FINITE)
 
-    y1, f1, y1_error, ks = _runge_kutta_step(field, tab, s.y, s.f, s.t, dt, t1)
+    y1, f1, y1_error, ks = runge_kutta_step(field, tab, s.y, s.f, s.t, dt, t1)
     ratio = _compute_error_ratio(y1_error, control.rtol, control.atol, s.y, y1, control.norm)
     good = ratio <= 1
     accept, reject = active & good, active & ~good
@@ -327,7 +243,7 @@ def step(field: Field, tab: Tableau, control: StepControl, s: RKState, t_end: to
         steps=s.steps + active, accepted=s.accepted + accept, rejected=s.rejected + reject,
         seg_t0=torch.where(crossed, s.t, s.seg_t0), seg_dt=torch.where(crossed, dt, s.seg_dt),
         seg_y0=torch.where(cross, s.y, s.seg_y0), seg_f0=torch.where(cross, s.f, s.seg_f0),
-        seg_ymid=torch.where(cross, _step_from(s.y, column(dt_state, s.y), ks, tab.mid), s.seg_ymid),
+        seg_ymid=torch.where(cross, step_from(s.y, column(dt_state, s.y), ks, tab.mid), s.seg_ymid),
     )
 
 
@@ -342,9 +258,3 @@ def solution_at(s: RKState, t_end: torch.Tensor) -> torch.Tensor:
         x_power = x_power * x
         total = total + x_power * coefficient
     return torch.where(column(s.seg_dt > 0, s.y), total, s.y)  # a zero-length solve: y0
-
-
-def failure_message(code: int, images: list[int] | None = None) -> str:
-    """torchdiffeq's wording of a failure (SolverError's ``reason``), naming the images if given."""
-    where = "" if images is None else f" for image(s) {images[:10]} of the batch"
-    return f"{FAILURE_REASONS[code]}{where}"

@@ -2,12 +2,13 @@
 
 After each adaptive setting of the sweep, the same test batches pass twice, alternately and timed:
 batched (the sweep's solve; its NFE is the batch's) and per-sample (each ODE block swapped for
-:func:`odenet.models.solve_per_sample` of its input; stem and head unchanged). Rows, timings and the
-gallery images are written beside sweep.csv; :mod:`odenet.reports.per_sample` reads them back.
+:func:`odenet.solve.drivers.solve_per_sample` of its input; stem and head unchanged). Rows, timings and the
+gallery images are written beside sweep.csv; :mod:`odenet.reports.per_sample_report` reads them back.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from torch import nn
 from odenet.evaluate.console import setting_label
 from odenet.measure import Clock
 from odenet.models.ode import ode_blocks, regularization_off, reset_nfe, take_nfe
-from odenet.models.per_sample import per_sample_blocks
-from odenet.reports.per_sample import add_per_sample, batching_tax, gallery_indices, write_per_sample_csv
+from odenet.models.per_sample_blocks import per_sample_blocks
+from odenet.reports.per_sample_report import add_per_sample, batching_tax, gallery_indices, write_per_sample_csv
 from odenet.train.step import flat_nfe, to_device
 
 
@@ -30,7 +31,7 @@ def per_sample_pass(model: nn.Module, loader, device: torch.device, limit: int |
     """One pass over the test batches at the model's current (adaptive) setting.
 
     Returns:
-        One row per image (see :data:`odenet.reports.per_sample.PER_SAMPLE_COLUMNS`) and the seconds spent
+        One row per image (see :data:`odenet.reports.per_sample_report.PER_SAMPLE_COLUMNS`) and the seconds spent
         in the batched and in the per-sample forward passes of the same batches.
     """
     clock, rows, seconds = Clock(device), [], {"time_batched_s": 0.0, "time_per_sample_s": 0.0}
@@ -45,9 +46,7 @@ def per_sample_pass(model: nn.Module, loader, device: torch.device, limit: int |
 
 def _passes(model, loader, device, limit, channels_last, clock, rows, seconds, several) -> None:
     _warm_up(model, loader, device, channels_last)
-    for b, (images, labels) in enumerate(loader):
-        if limit is not None and b >= limit:
-            break
+    for b, (images, labels) in enumerate(itertools.islice(loader, limit)):
         images, labels = to_device((images, labels), device, channels_last)
         reset_nfe(model)
         t0 = clock.now()
