@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 # The one list of each kind's names (the registries hold exactly these; tests/test_hardening.py checks).
 NAMES: dict[str, tuple[str, ...]] = {
-    "backbone": ("mlp", "resnet", "odenet", "rknet", "resnet18", "odenet18", "stem-only"),
+    "backbone": ("mlp", "resnet", "odenet", "rknet", "resnet18", "odenet18", "stem-only", "odenet-mlp"),
     "dataset": ("mnist", "fashion-mnist", "mnist-5k", "cifar10", "cifar100"),
 }
 

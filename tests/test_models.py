@@ -22,8 +22,9 @@ def sample(name: str, batch: int = 2) -> torch.Tensor:
 
 
 def test_registry_lists_all_backbones_and_rejects_unknown_names():
-    assert odenet.list_backbones() == ["mlp", "odenet", "odenet18", "resnet", "resnet18", "rknet", "stem-only"]
-    with pytest.raises(ValueError, match=r"unknown backbone 'resnet50'.*valid backbones: mlp, odenet, odenet18"):
+    assert odenet.list_backbones() == ["mlp", "odenet", "odenet-mlp", "odenet18", "resnet", "resnet18", "rknet",
+                                      "stem-only"]
+    with pytest.raises(ValueError, match=r"unknown backbone 'resnet50'.*valid backbones: mlp, odenet, odenet-mlp, odenet18"):
         odenet.create_backbone("resnet50", in_channels=1, num_classes=10)
 
 

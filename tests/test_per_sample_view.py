@@ -114,8 +114,8 @@ def test_refused_where_there_is_no_per_image_step_control(argv, message, tmp_pat
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_regularization_off_solves_x_alone_and_first_steps_kept_leaves_training_untouched():
-    from odenet.models.ode import ODEBlock, first_steps_kept, regularization_off, set_regularization
+def test_regularization_off_solves_x_alone():
+    from odenet.models.ode import ODEBlock, regularization_off, set_regularization
     from odenet.models.regularizers import Regularization
     from odenet.solve import SolverSettings
 
@@ -127,23 +127,20 @@ def test_regularization_off_solves_x_alone_and_first_steps_kept_leaves_training_
         def forward(self, t, x):
             return torch.tanh(x * self.w)
 
-    model = torch.nn.Sequential(ODEBlock(Field(), SolverSettings(rtol=1e-5, atol=1e-5, first_step="reuse")))
+    model = torch.nn.Sequential(ODEBlock(Field(), SolverSettings(rtol=1e-5, atol=1e-5)))
     set_regularization(model, Regularization(kinetic=0.1, jacobian=0.1))
     block, x = model[0], torch.randn(4, 3)
     with torch.no_grad():
         y = model(x)
     assert set(block.reg_values) >= {"reg_kinetic", "reg_jacobian"}
-    remembered = block._counted.last_dt.clone()
     block.reg_values = {}
-    with torch.no_grad(), regularization_off(model), first_steps_kept(model):
+    with torch.no_grad(), regularization_off(model):
         y_off = model(2 * x)
         assert block.reg_values == {} and block._integrals is None
-        assert not torch.equal(block._counted.last_dt, remembered)  # the solve inside did take its own steps
-    assert torch.equal(block._counted.last_dt, remembered)         # ... and left training's as they were
     assert block._integrals is not None and block.regularization.kinetic == 0.1
-    with torch.no_grad(), first_steps_kept(model):
+    with torch.no_grad():
         y_on = model(x)
-    with torch.no_grad(), first_steps_kept(model), regularization_off(model):
+    with torch.no_grad(), regularization_off(model):
         assert torch.allclose(model(x), y_on, atol=1e-6)  # the same steps without the integrals
     with torch.no_grad():
         model(x)

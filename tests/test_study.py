@@ -42,7 +42,8 @@ def test_kinetic_energy_through_the_block_in_closed_form_and_the_steps_unchanged
     set_regularization(torch.nn.Sequential(regularised), Regularization(kinetic=1.0))
     assert torch.equal(regularised(x0), y)  # step-size control sees x only: the same steps, the same y
     assert regularised.stats.as_dict() == plain.stats.as_dict()
-    exact = (a * x0 ** 2 * (torch.exp(2 * a) - 1) / 2).mean(1).mean()  # ∫₀¹ ‖f‖²/D dt, batch mean
+    # ∫₀¹ ½‖f‖²/D dt (RNODE's code: 0.5·mean(f²)), batch mean; f = a·x, x = x0·e^{at}.
+    exact = 0.5 * (a * x0 ** 2 * (torch.exp(2 * a) - 1) / 2).mean(1).mean()
     assert regularised.reg_values["reg_kinetic"].item() == pytest.approx(exact.item(), rel=1e-6)
 
 
@@ -96,16 +97,57 @@ def test_first_step_reuse_saves_the_trial_evaluation():
     assert r["nfe_forward"] == 1 + 6 * (r["steps_accepted"] + r["steps_rejected"])
 
 
-def test_stem_only_and_anode_share_the_stem_and_head():
+def test_reuse_evaluates_from_the_checkpoints_first_step_in_any_process_and_any_order(tmp_path):
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    settings = SolverSettings(rtol=1e-3, atol=1e-3, first_step="reuse")
+    model = odenet.create_backbone("odenet", in_channels=1, num_classes=10, width=8, solver=settings)
+    x = torch.randn(6, 1, 28, 28)
+    assert torch.isnan(model.features.first_step)  # no training solve yet
+    model(x).sum().backward()  # a training solve remembers its last accepted step size
+    remembered = model.features.first_step.clone()
+    assert torch.isfinite(remembered)
+    torch.save({"model": model.state_dict(), "x": x}, tmp_path / "ckpt.pt")
+    model.eval()
+    counts = []
+    with torch.no_grad():
+        for images in (x, 3 * x, x):  # an evaluation of other images in between changes nothing
+            odenet.reset_nfe(model)
+            model(images)
+            counts.append(odenet.read_nfe(model)["nfe_forward"])
+    assert counts[0] == counts[2] and torch.equal(model.features.first_step, remembered)
+    code = ("import sys, torch, odenet\nfrom odenet.solve import SolverSettings\n"
+            f"state = torch.load({str(tmp_path / 'ckpt.pt')!r})\n"
+            "m = odenet.create_backbone('odenet', in_channels=1, num_classes=10, width=8, solver=SolverSettings("
+            "rtol=1e-3, atol=1e-3, first_step='reuse'))\n"
+            "m.load_state_dict(state['model']); m.eval()\n"
+            "with torch.no_grad():\n    m(state['x'])\nprint(odenet.read_nfe(m)['nfe_forward'])\n")
+    fresh = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+             for _ in range(2)]
+    assert fresh == [str(counts[0])] * 2
+
+
+def test_a_checkpoint_from_before_the_first_step_was_kept_still_loads():
+    model = odenet.create_backbone("odenet", in_channels=1, num_classes=10, width=8)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("first_step")}
+    model.load_state_dict(state)  # strict: the missing first step is filled in as "none yet"
+    assert torch.isnan(model.features.first_step)
+
+
+def test_stem_only_and_anode_share_the_stem_and_anodes_head_reads_the_augmented_state():
     stem_only = odenet.create_backbone("stem-only", in_channels=1, num_classes=10)
     anode = odenet.create_backbone("odenet", in_channels=1, num_classes=10, augment_dim=4)
     plain = odenet.create_backbone("odenet", in_channels=1, num_classes=10)
     shapes = lambda m, part: [p.shape for p in getattr(m, part).parameters()]  # noqa: E731
     assert shapes(stem_only, "stem") == shapes(plain, "stem") == shapes(anode, "stem")
-    assert shapes(stem_only, "head") == shapes(plain, "head") == shapes(anode, "head")
+    assert shapes(stem_only, "head") == shapes(plain, "head")
     assert list(stem_only.features.parameters()) == []
     block = next(m for m in anode.modules() if isinstance(m, ODEBlock))
     assert block.func.conv1.conv.weight.shape[:2] == (68, 69)  # the field is 64 + 4 channels wide
+    # ANODE's head reads the whole augmented state (Dupont et al.'s ConvODENet), all 68 channels.
+    assert anode.head[-1].weight.shape == (10, 68) and anode.features(torch.randn(2, 64, 6, 6)).shape[1] == 68
     assert anode(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 

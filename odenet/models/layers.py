@@ -61,16 +61,16 @@ class ConvODEField(nn.Module):
 
 
 class ZeroAugmented(nn.Module):
-    """``block`` run on x with ``extra`` zero channels appended (ANODE); returns the first C channels."""
+    """``block`` run on x with ``extra`` zero channels appended (ANODE); returns the whole augmented state."""
 
     def __init__(self, block: nn.Module, extra: int) -> None:
         super().__init__()
         self.block = block
         self.extra = extra
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) → (B, C, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) → (B, C + extra, H, W)
         zeros = x.new_zeros(x.shape[0], self.extra, *x.shape[2:])
-        return self.block(torch.cat([x, zeros], dim=1))[:, : x.shape[1]]
+        return self.block(torch.cat([x, zeros], dim=1))
 
 
 class PreActBlock(nn.Module):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -89,7 +90,6 @@ class _CountedField(nn.Module):
         self.autocast = autocast
         self.solving_forward = False
         self.values_only = False  # set by IntegralsField when its inner graph is for a vjp only
-        self.last_dt: torch.Tensor | None = None  # the last accepted step of a forward solve (first_step reuse)
         self.start_solve()
 
     def start_solve(self) -> None:
@@ -97,6 +97,7 @@ class _CountedField(nn.Module):
         self._step_recorded = 0  # evaluations with autograd on since the current step began
         self._initial_recorded = 0  # ... made before the first step (choosing the first step size)
         self._steps_begun = 0
+        self.last_dt: torch.Tensor | None = None  # the last accepted step of this forward solve (first_step reuse)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.solving_forward:
@@ -168,7 +169,16 @@ class ODEBlock(nn.Module):
         self.regularization = regularization or NO_REGULARIZATION
         self.reg_values: dict[str, torch.Tensor] = {}  # reg_kinetic, reg_jacobian, reg_error of the last solve
         self.register_buffer("t", torch.zeros(2), persistent=False)
+        # ``--first-step reuse``: the last accepted step size of the last *training* solve (NaN: none yet).
+        # A buffer, so a checkpoint carries it; evaluation reads it and never writes it, so the same
+        # checkpoint gives the same NFE on the same images in any process and in any order.
+        self.register_buffer("first_step", torch.full((), math.nan, dtype=torch.float64))
         self.configure(solver if solver is not None else SolverSettings(**solver_kw))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the first step was kept have none: as if no training solve had run.
+        state_dict.setdefault(prefix + "first_step", torch.full((), math.nan, dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def configure(self, solver: SolverSettings) -> None:
         """Replace the solver settings (the one place they change after construction)."""
@@ -203,7 +213,8 @@ class ODEBlock(nn.Module):
         the times in between.
         """
         s, reg = self.solver, self.regularization
-        reuse = s.first_step == "reuse" and s.adaptive and self._counted.last_dt is not None
+        training_solve = self.training and torch.is_grad_enabled()
+        reuse = s.first_step == "reuse" and s.adaptive and bool(torch.isfinite(self.first_step))
         func, y0, norm = self._counted, x, None
         if self._integrals is not None:
             func, y0 = self._integrals, initial_state(x)
@@ -217,9 +228,11 @@ class ODEBlock(nn.Module):
         try:
             with recording_step_errors() if reg.error > 0 else contextlib.nullcontext([]) as errors:
                 out = odeint_solve(func, y0, t, s, adjoint_params=adjoint_params, norm=norm,
-                                   first_step=self._counted.last_dt if reuse else None)  # reuse: no trial evaluation
+                                   first_step=self.first_step if reuse else None)  # reuse: no trial evaluation
         finally:
             self._counted.solving_forward = False
+        if training_solve and s.adaptive and self._counted.last_dt is not None:
+            self.first_step.copy_(self._counted.last_dt)
         self.reg_values = {}  # this solve's, or none: never an earlier solve's values
         if self._integrals is None and reg.error == 0:
             return out
@@ -317,19 +330,6 @@ def regularization_off(model: nn.Module):
         for name, block in blocks.items():
             block.regularization = saved[name][0]
             object.__setattr__(block, "_integrals", saved[name][1])
-
-
-@contextlib.contextmanager
-def first_steps_kept(model: nn.Module):
-    """Leave ``--first-step reuse``'s remembered step of every ODE block as it was before the ``with``: solves
-    inside (a measurement beside training) do not change the steps training takes next."""
-    blocks = ode_blocks(model)
-    saved = {name: block._counted.last_dt for name, block in blocks.items()}
-    try:
-        yield
-    finally:
-        for name, block in blocks.items():
-            block._counted.last_dt = saved[name]
 
 
 def regularization_terms(model: nn.Module) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:

@@ -42,13 +42,16 @@ def odenet(*, in_channels: int, num_classes: int, solver: SolverSettings | None 
     """Stem + one ODE block in place of the residual blocks + head.
 
     ``augment_dim`` (ANODE, Dupont et al. 2019, §4): k zero channels appended to the ODE state, the
-    field widened to match; the head reads the first ``width`` channels, so it stays the shared one.
+    field widened to match, and the head reads the whole augmented state, as the authors' ConvODENet
+    does (EmilienDupont/augmented-neural-odes at 88d9865, ``anode/conv_models.py``:
+    ``Linear((C + augment_dim)·H·W, output_dim)`` on the flattened state). Theirs appends the channels
+    to the image itself; here, as in the paper's ODE-Net, to the stem's features.
     """
     del image_size
     stem = paper_stem(in_channels, width)  # created first: the same seed gives the same weights as before ANODE
     block = ODEBlock(ConvODEField(width + augment_dim), solver or SolverSettings())
     return Classifier(stem, ZeroAugmented(block, augment_dim) if augment_dim else block,
-                      paper_head(width, num_classes))
+                      paper_head(width + augment_dim, num_classes))
 
 
 RKNET = SolverConstraint("rknet", method="rk4")

@@ -1,23 +1,38 @@
-"""Regularisers of an ODE block's dynamics: the study's levers for cheaper solves.
+"""Regularisers of an ODE block's dynamics: the study's levers for cheaper solves, at their papers' definitions.
 
-* RNODE (Finlay et al. 2020, "How to train your neural ODE", eqs. 5–6): the kinetic energy
-  λK ∫₀ᵀ ‖f(t, x)‖² dt and the Jacobian norm λJ ∫₀ᵀ ‖∇ₓf(t, x)‖²_F dt, integrated as extra states
-  beside x (as cfinlay/ffjord-rnode's ``RegularizedODEfunc`` does). The Frobenius norm is a
-  Hutchinson estimate, E_ε ‖εᵀ∇ₓf‖² = ‖∇ₓf‖²_F for ε ~ N(0, I), with one Gaussian probe per solve
-  (one vector-Jacobian product per evaluation). As in ffjord-rnode's code, both integrands are
-  means over the state's elements (‖·‖² / D), so λ does not depend on the width of the state;
-  the reported values are means over the batch.
-* ERNODE (Pal et al. 2021, "Opening the blackbox", eq. 7): λE Σⱼ Eⱼ·|Δtⱼ| over the accepted steps
-  of the forward solve, Eⱼ the RMS norm of step j's embedded local error estimate — the same
-  estimate the step-size controller reads. It needs odenet's fast RK (whose accepted-step hook,
-  :func:`odenet.solve.host.on_accepted_steps`, exposes the estimate)
-  and direct backpropagation (the adjoint's forward solve is not differentiated).
-* STEER (Ghosh et al. 2020, "STEER: Simple temporal regularization", §3): the end time of each
-  training solve is drawn from U(t1 − b, t1 + b); evaluation integrates to t1.
+* RNODE (Finlay et al. 2020, "How to train your neural ODE", eqs. 5–6): the kinetic energy and the
+  Jacobian's Frobenius norm, integrated as extra states beside x. The constants are those of the
+  authors' code (cfinlay/ffjord-rnode at 02c6e2c, ``lib/layers/wrappers/cnf_regularization.py``:
+  ``quadratic_cost = 0.5*dx.pow(2).mean(dim=-1)``; ``lib/layers/odefunc.py``: ``sqjacnorm =
+  e_dzdx.pow(2).mean(dim=1)``), so a λ of their scripts (0.01, 0.01) means the same here:
+
+      R_K = ∫₀ᵀ ½ ‖f(t, x)‖² / D dt        R_J = ∫₀ᵀ ‖εᵀ∇ₓf(t, x)‖² / D dt,
+
+  per sample, then the mean over the batch (their ``torch.mean(rs)``); D is the number of elements
+  of x. The Frobenius norm is a Hutchinson estimate, E_ε ‖εᵀ∇ₓf‖² = ‖∇ₓf‖²_F for ε ~ N(0, I), one
+  Gaussian probe per solve (one vector-Jacobian product per evaluation). The paper writes the
+  integrands without ½ and without /D (λ_paper ∫‖f‖² dt): λ here = 2·D·λ_paper for the kinetic term and
+  D·λ_paper for the Jacobian term. TayNODE's RNODE baseline (easy-neural-ode ``--reg_type fin``) has
+  mean(f²) without ½: λ here = 2·λ there.
+* ERNODE (Pal et al. 2021, "Opening the blackbox", eq. 7): R_E = Σⱼ rⱼ·|Δtⱼ| over the accepted steps
+  of the forward solve, rⱼ the step's error ratio — the RMS over the batch's state of the embedded
+  error estimate divided by atol + rtol·max(|y₀|, |y₁|), the number the step controller compares with
+  1 (torchdiffeq's ``_compute_error_ratio``; OrdinaryDiffEq's ``integrator.EEst``, which the authors'
+  code regularises: avik-pal/RegNeuralDE.jl at 345925c, ``experiments/mnist_node.jl``,
+  ``save_func(u, t, integrator) = integrator.EEst * integrator.dt``). Accepted steps have rⱼ ≤ 1, so
+  0 ≤ R_E ≤ t1. The authors' MNIST code takes the *mean* of those values with one more entry at t0
+  (EEst = 1 there): R_code = (Δt₀ + R_E) / (N_accepted + 1); a λ of theirs corresponds to λ here ≈
+  λ_code / (N_accepted + 1). It needs odenet's fast RK (whose accepted-step hook,
+  :func:`odenet.solve.host.on_accepted_steps`, exposes the ratio) and direct backpropagation (the
+  adjoint's forward solve is not differentiated).
+* STEER (Ghosh et al. 2020, "STEER: Simple temporal regularization", §3; arnabgho/steer's
+  ``odeint_stochastic_end_v3``): the end time of each training solve (one per batch) is drawn from
+  U(t1 − b, t1 + b); evaluation integrates to t1.
 
 Step-size control sees x only: the integrals are left out of the error norm, so a regularised
 block takes exactly the steps the same block takes without them (torchdiffeq's default mixed
-norm would include them and change NFE for reasons unrelated to the dynamics of x).
+norm would include them and change NFE for reasons unrelated to the dynamics of x; ffjord-rnode
+gives them tolerances of 1e20 for the same reason).
 """
 
 from __future__ import annotations
@@ -64,7 +79,7 @@ REG_KEYS = ("reg_kinetic", "reg_jacobian", "reg_error")
 
 
 class IntegralsField(nn.Module):
-    """f(t, x) with RNODE's integrands: state (x, kinetic, jacobian) → (f, ‖f‖²/D, ‖εᵀ∇ₓf‖²/D), per sample.
+    """f(t, x) with RNODE's integrands: state (x, kinetic, jacobian) → (f, ½‖f‖²/D, ‖εᵀ∇ₓf‖²/D), per sample.
 
     ``probe`` (ε, the shape of x) must be set before each solve when ``jacobian`` is on; the
     adjoint's backward solve reuses it, so both passes integrate the same estimate.
@@ -85,7 +100,7 @@ class IntegralsField(nn.Module):
         keep_graph = torch.is_grad_enabled()  # False in the adjoint's forward solve: values only
         if not self.jacobian:
             f = self.func(t, x)
-            return f, _mean_square(f), torch.zeros_like(state[2])
+            return f, 0.5 * _mean_square(f), torch.zeros_like(state[2])
         values_only = hasattr(self.func, "values_only") and not keep_graph
         if values_only:  # the graph below is for the vjp only: no evaluation of it is backpropagated
             self.func.values_only = True
@@ -94,7 +109,7 @@ class IntegralsField(nn.Module):
         finally:
             if values_only:
                 self.func.values_only = False
-        return f, _mean_square(f), _mean_square(vjp)
+        return f, 0.5 * _mean_square(f), _mean_square(vjp)
 
     def _field_and_vjp(self, t: torch.Tensor, x: torch.Tensor, keep_graph: bool):
         with torch.enable_grad():
@@ -135,11 +150,11 @@ def steer_end_time(t1: float, b: float, like: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def recording_step_errors() -> Iterator[list[torch.Tensor]]:
-    """Inside, every accepted step of odenet's fast RK solvers appends its Eⱼ·|Δtⱼ| to the yielded list."""
+    """Inside, every accepted step of odenet's fast RK solvers appends its rⱼ·|Δtⱼ| (ERNODE) to the yielded list."""
     sink: list[torch.Tensor] = []
 
     def record(step: AcceptedStep) -> None:
-        sink.append(step.norm(step.error) * step.dt.abs())
+        sink.append(step.error_ratio * step.dt.abs())
 
     with on_accepted_steps(record):
         yield sink

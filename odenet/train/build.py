@@ -68,6 +68,8 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
         kwargs["solver"] = cfg.solver_settings()
     if cfg.augment_dim:
         kwargs["augment_dim"] = cfg.augment_dim
+    if cfg.width is not None:
+        kwargs["width"] = cfg.width
     try:
         model = create_backbone(cfg.backbone, in_channels=data.spec.channels, num_classes=data.spec.num_classes,
                                 **kwargs)

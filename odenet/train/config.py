@@ -43,6 +43,8 @@ class _BeforeSolver:
     config: str | None = opt(None, "YAML file of options (keys = long flags without --); flags override it",
                              cli_only=True, metavar="FILE")
     backbone: str = opt("odenet", "model", choices_help=_backbone_names)
+    width: int | None = opt(None, "channels of the stem, the residual or ODE block and the head (mnist-family "
+                                  "backbones mlp excepted; default: the paper's 64)", metavar="C")
     dataset: str = opt("mnist", "dataset", choices_help=_dataset_names)
     data_dir: str | None = opt(None, "folder holding datasets (searched first, then $ODENET_DATA, then ./data)",
                                metavar="DIR")
@@ -135,6 +137,8 @@ class TrainConfig(SolverOptions, _BeforeSolver):
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "config"}
 
 
+WIDTH_BACKBONES = ("odenet", "resnet", "rknet", "stem-only")  # the paper's conv backbones (their ``width``)
+
 # The dynamics levers beside the solver's own options, for the one applicability rule (odenet.solve.options).
 LEVER_RULES: dict[str, Applies] = {
     "kinetic_reg": Applies(), "jacobian_reg": Applies(), "steer": Applies(), "augment_dim": Applies(),
@@ -186,7 +190,7 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     _check_choice("--schedule", cfg.schedule, ["step", "cosine", "onecycle"])
     if cfg.first_step is not None:
         _check_choice("--first-step", cfg.first_step, ["auto", "reuse"])
-    for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
+    for name in ("width", "epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
                  "max_num_steps", "steps", "checkpoint_every", "per_sample_every"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
@@ -205,6 +209,8 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
             raise ConfigError(f"{flag(name)} must be 0 or a positive number, got {value}")
     _check_recipe(cfg)
     ode, constraint = _backbone(dataclasses.asdict(cfg))
+    if cfg.width is not None and cfg.backbone not in WIDTH_BACKBONES:
+        raise ConfigError(f"--width applies to {', '.join(WIDTH_BACKBONES)}; drop it for {cfg.backbone}")
     if cfg.augment_dim and cfg.backbone != "odenet":
         raise ConfigError(f"--augment-dim widens the odenet backbone's ODE state; {cfg.backbone} has no such "
                           f"option: drop it or use --backbone odenet")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from odenet.models.ode import first_steps_kept, regularization_off, reset_nfe, take_nfe
+from odenet.models.ode import regularization_off, reset_nfe, take_nfe
 from odenet.models.per_sample_blocks import per_sample_blocks
 from odenet.train.step import flat_nfe, to_device
 
@@ -53,7 +53,7 @@ def per_sample_view(model: nn.Module, batches, device: torch.device, channels_la
     nfe, correct, batched = [], [], 0.0
     try:
         # x alone (the regularisers' integrals are training-only work), and no trace left on training's steps
-        with regularization_off(model), first_steps_kept(model):
+        with regularization_off(model):
             for images, labels in batches:
                 images, labels = to_device((images, labels), device, channels_last)
                 reset_nfe(model)
