@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from odenet.dynamics.plots import latent_figure
 from odenet.dynamics.runs import check_run_dir, solver_guard
 from odenet.dynamics.spirals import Spirals, make_spirals
 from odenet.measure import Clock
-from odenet.models.ode import ODEBlock, reset_nfe, take_nfe
+from odenet.models import ODEBlock, SolverSettings, reset_nfe, take_nfe
 from odenet.naming import solver_name_parts
 from odenet.reports import Report, Section, md_table, write_report
 from odenet.run.checkpoint import save_checkpoint
@@ -67,18 +67,46 @@ class LatentField(nn.Module):
         return self.net(z)
 
 
-class LatentODE(nn.Module):
-    """Recognition RNN → q(z0); z(t) from the latent ODE; decoder z → x."""
+class LatentShape(Protocol):
+    """What :class:`LatentODE` reads of a config (:class:`LatentConfig`, the heartbeats' config)."""
 
-    def __init__(self, cfg: LatentConfig) -> None:
+    latent_dim: int
+    hidden: int
+    rnn_hidden: int
+
+    def solver_settings(self) -> SolverSettings: ...
+
+
+def recognition(cfg: LatentShape, obs_dim: int = 2) -> RecognitionRNN:
+    return RecognitionRNN(cfg.latent_dim, obs_dim=obs_dim, hidden=cfg.rnn_hidden)
+
+
+def decoder(cfg: LatentShape, obs_dim: int = 2) -> nn.Module:
+    """z → x (4→20→2 ReLU in torchdiffeq's example). Every latent model shares it and :func:`recognition`:
+    only the latent dynamics between them differ."""
+    return nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, obs_dim))
+
+
+class LatentODE(nn.Module):
+    """Recognition RNN → q(z0); z(t) from the latent ODE; decoder z → x.
+
+    ``field`` is the latent vector field (default: :class:`LatentField`, the spirals'); ``obs_dim`` the
+    number of observed channels.
+    """
+
+    def __init__(self, cfg: LatentShape, field: nn.Module | None = None, obs_dim: int = 2) -> None:
         super().__init__()
-        self.rec = RecognitionRNN(cfg.latent_dim, hidden=cfg.rnn_hidden)
-        self.ode = ODEBlock(LatentField(cfg.latent_dim, cfg.hidden), cfg.solver_settings())
-        self.dec = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 2))
+        self.rec = recognition(cfg, obs_dim)  # built in this order: the spirals' initial weights per seed
+        self.ode = ODEBlock(field or LatentField(cfg.latent_dim, cfg.hidden), cfg.solver_settings())
+        self.dec = decoder(cfg, obs_dim)
+
+    def latent(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """z0 (S, L), t (T,) from 0 → z (S, T, L)."""
+        return self.ode.trajectory(z0, t).transpose(0, 1)
 
     def decode(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """z0 (S, L), t (T,) from 0 → x̂ (S, T, 2)."""
-        return self.dec(self.ode.trajectory(z0, t).transpose(0, 1))
+        """z0 (S, L), t (T,) from 0 → x̂ (S, T, D)."""
+        return self.dec(self.latent(z0, t))
 
 
 def log_normal(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
@@ -90,19 +118,42 @@ def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
     return 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=1)
 
 
-def elbo(model: LatentODE, data: Spirals, noise_std: float, generator: torch.Generator | None = None
-         ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean ELBO per spiral (a tensor, for backward) and its parts."""
-    w = data.window
+class Observations(Protocol):
+    """What the ELBO reads of a data set (:class:`Spirals`, the heartbeats' windows)."""
+
+    t: torch.Tensor  # (T,)
+    obs: torch.Tensor  # (S, W, D)
+    mask: torch.Tensor  # (S, W) bool
+    window: int
+
+    def observed(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def posterior_sample(model: nn.Module, data: Observations, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One reparameterised z0 ~ q(z0 | observations) per series, with q's mean and log-variance, each (S, L)."""
     mean, logvar = model.rec(*data.observed())
     eps = torch.randn(mean.shape, generator=generator)
-    # Decoded at every window time: the union of the spirals' observed times is (nearly) all of
-    # them, and the mask below keeps only each spiral's own observations in the likelihood.
-    x_hat = model.decode(mean + eps * (0.5 * logvar).exp(), data.t[:w])  # (S, W, 2)
+    return mean + eps * (0.5 * logvar).exp(), mean, logvar
+
+
+def elbo_terms(x_hat: torch.Tensor, data: Observations, mean: torch.Tensor, logvar: torch.Tensor,
+               noise_std: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean ELBO per series from x̂ (S, W, D) decoded over the window and q's parameters; and its parts."""
     log_px = (log_normal(data.obs, x_hat, noise_std).sum(-1) * data.mask).sum(-1)  # (S,)
     kl = kl_to_standard_normal(mean, logvar)
     value = (log_px - kl).mean()
     return value, {"elbo": value.item(), "log_px": log_px.mean().item(), "kl": kl.mean().item()}
+
+
+def elbo(model: nn.Module, data: Observations, noise_std: float, generator: torch.Generator | None = None
+         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean ELBO per series (a tensor, for backward) and its parts."""
+    z0, mean, logvar = posterior_sample(model, data, generator)
+    # Decoded at every window time: the union of the series' observed times is (nearly) all of
+    # them, and the mask keeps only each series' own observations in the likelihood.
+    x_hat = model.decode(z0, data.t[: data.window])  # (S, W, D)
+    return elbo_terms(x_hat, data, mean, logvar, noise_std)
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ import numpy as np
 COLORS = ("tab:green", "tab:blue")  # y1, y2 (ode_demo's colours)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +40,7 @@ def fit_figure(d: Mapping[str, np.ndarray], title: str):
     ``grid_x``/``grid_y`` (G, G), ``field_true``/``field_pred`` (G, G, 2), ``field_time`` and
     ``time_dependent`` (scalars).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_t, ax_p, ax_f) = plt.subplots(1, 3, figsize=(15, 4.2))
     fig.suptitle(title, fontsize=10)
     _time_series(ax_t, d)
@@ -95,7 +96,7 @@ def _unit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def mse_curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
     """Whole-trajectory MSE against training iteration, one line per system (log scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (steps, mse) in curves.items():
         ax.plot(steps, mse, "o-", ms=3, label=name)
@@ -114,7 +115,7 @@ def latent_figure(d: Mapping[str, np.ndarray], title: str, count: int = 4):
     ``d`` holds ``true`` (S, W + E, 2), ``pred`` (S, W + E, 2), ``obs`` (S, W, 2), ``mask`` (S, W)
     and ``window`` () = W, the number of grid points of the observed window.
     """
-    plt = _pyplot()
+    plt = pyplot()
     count = min(count, len(d["true"]))
     fig, axes = plt.subplots(1, count, figsize=(4 * count, 4), squeeze=False)
     fig.suptitle(title, fontsize=10)
