@@ -64,3 +64,45 @@ def solver_name_parts(config: Mapping[str, Any]) -> list[str]:
     if config.get("solver") is None:
         return []
     return [f"{config['solver']}-{solver_setting(config, sep='')}", backprop(config), *method_parts(config, sep="")]
+
+
+# How a reader names each backbone in a table or legend.
+BACKBONE_NAMES = {"stem-only": "stem only", "resnet": "ResNet", "rknet": "RK-Net", "odenet": "ODE-Net",
+                  "mlp": "MLP", "odenet-mlp": "MLP ODE-Net", "resnet18": "ResNet-18", "odenet18": "ODE-Net-18"}
+
+
+def method_name(config: Mapping[str, Any]) -> str:
+    """A method as a reader names it across seeds: "ResNet", "ODE-Net (adjoint)", "RK-Net (rk4, 6 steps)",
+    "ODE-Net + kinetic 0.01 + jacobian 0.01"."""
+    name = BACKBONE_NAMES.get(config["backbone"], config["backbone"])
+    if config.get("solver") is None:
+        return name
+    if config.get("rtol") is None:  # a fixed-step solver
+        name += f" ({config['solver']}, {solver_setting(config)})"
+    elif config.get("adjoint"):
+        name += " (adjoint)"
+    return " + ".join([name, *method_parts(config)])
+
+
+# The classes of each dataset, by label index (the datasets' own orders: torchvision's and the archives').
+_CIFAR100 = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm").split()
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": tuple("0123456789"), "mnist-5k": tuple("0123456789"),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "cifar100": tuple(_CIFAR100),
+}
+
+
+def class_name(dataset: str | None, label: int) -> str:
+    """The name of class ``label`` of ``dataset`` (the index itself for an unknown dataset or label)."""
+    names = CLASS_NAMES.get(dataset or "", ())
+    return names[label] if 0 <= label < len(names) else str(label)

@@ -137,7 +137,9 @@ class PerSampleEval:
         wanted = {i for picks in gallery_indices(self.rows).values() for i in picks["most"] + picks["least"]}
         index, images = gallery_images(self.loader, self.limit, wanted)
         np.savez_compressed(out / "per_sample_images.npz", index=index, images=images)
-        add_per_sample(report, out)
+        dataset = json.loads((out / "sweep.json").read_text())["meta"].get("dataset") \
+            if (out / "sweep.json").is_file() else None  # written just before, by the sweep this pass belongs to
+        add_per_sample(report, out, dataset)
         if tensorboard:
             self._histograms(out)
         tax = batching_tax(self.rows, self.timing)

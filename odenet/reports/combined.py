@@ -12,6 +12,9 @@ from odenet.reports.methods import fig_pareto, methods_csv, methods_table
 from odenet.reports.per_sample_compare import comparison_figure, comparison_text
 from odenet.reports.render import Report, Section, finish_figure, new_figure, pad_x
 from odenet.reports.runs import Run, label_runs
+from odenet.reports.seeds import group_methods, has_seeds
+from odenet.reports.study import study_sections
+from odenet.reports.study_figures import PALETTE
 from odenet.reports.sweep import by_solver, legend_note, still_an_ode, tol_line
 from odenet.reports.tables import PAPER_DATASET, runs_table, sweep_points_csv, table1
 
@@ -49,11 +52,19 @@ def test_note(run: Run) -> str:
     return f" ({run.test_images:,} test images)" if run.test_images else " (test images not recorded)"
 
 
+SOLVER_STYLES = ("-", "--", ":", "-.")
+
+
+def colour(run: Run) -> str | None:
+    """The run's colour, the same in every figure of a report (set by :func:`combined_report`)."""
+    return getattr(run, "colour", None)
+
+
 def _sweep_lines(ax: Axes, run: Run, rows: list[dict], xkey: str, ykey: str) -> None:
-    """One line per solver of a run's sweep: a sweep over several solvers is several curves."""
-    for solver, group in by_solver(rows).items():
+    """One line per solver of a run's sweep (the run's colour, a line style per solver)."""
+    for k, (solver, group) in enumerate(by_solver(rows).items()):
         label = run.label if solver == run.config.get("solver") else f"{run.label}, evaluated with {solver}"
-        tol_line(ax, group, xkey, ykey, label + sweep_note(run))
+        tol_line(ax, group, xkey, ykey, label + sweep_note(run), colour(run), SOLVER_STYLES[k % len(SOLVER_STYLES)])
 
 
 def fig3a(runs: list[Run]) -> Figure:
@@ -82,7 +93,7 @@ def fig3b(runs: list[Run]) -> Figure:
         rows = [r for r in run.train_rows if "nfe_forward" in r]
         if rows:
             ax.scatter([r["nfe_forward"] for r in rows], [r["time_forward_ms"] for r in rows], s=6, alpha=0.5,
-                       label=f"{run.label} (batch {run.config.get('batch_size', '—')})")
+                       color=colour(run), label=f"{run.label} (batch {run.config.get('batch_size', '—')})")
     pad_x(ax)
     return finish_figure(fig, ax, None if any(r.is_ode for r in runs) else "no ODE runs")
 
@@ -96,7 +107,8 @@ def fig3c(runs: list[Run]) -> Figure:
         xs = [r["nfe_forward"] for r in run.train_rows]
         ys = [r["nfe_backward"] for r in run.train_rows]
         top = max([top, *xs, *ys])
-        ax.scatter(xs, ys, s=6, alpha=0.5, label=f"{run.label} (batch {run.config.get('batch_size', '—')})")
+        ax.scatter(xs, ys, s=6, alpha=0.5, color=colour(run),
+                   label=f"{run.label} (batch {run.config.get('batch_size', '—')})")
     if adjoint:
         ax.plot([0, top], [0, top], "k--", lw=0.8, label="backward = forward")
         ax.plot([0, top], [0, top / 2], "k:", lw=0.8, label="backward = forward / 2 (paper)")
@@ -121,7 +133,7 @@ def fig3d(runs: list[Run]) -> Figure:
         style = {"marker": MARKERS[k % len(MARKERS)], "markersize": 9 - 5 * k / max(len(ode), 1),
                  "markerfacecolor": "none", "alpha": 0.85}
         epochs, values = _epoch_means(run.train_rows, "nfe_forward")
-        line = ax.plot(epochs, values, "-", label=f"{run.label} forward", **style)[0]
+        line = ax.plot(epochs, values, "-", color=colour(run), label=f"{run.label} forward", **style)[0]
         if run.adjoint:
             epochs, values = _epoch_means(run.train_rows, "nfe_backward")
             ax.plot(epochs, values, "--", color=line.get_color(), label=f"{run.label} backward", **style)
@@ -135,33 +147,29 @@ def fig_acc_vs_nfe(runs: list[Run]) -> Figure:
     for run in runs:
         test = run.final_test()
         if test and "nfe_forward" in test:
-            ax.scatter([test["nfe_forward"]], [test["acc"]], label=run.label + test_note(run))
+            ax.scatter([test["nfe_forward"]], [test["acc"]], color=colour(run), label=run.label + test_note(run))
         elif test:
-            ax.axhline(test["acc"], ls="--", lw=0.8, color="gray", label=f"{run.label} (no ODE){test_note(run)}")
+            ax.axhline(test["acc"], ls="--", lw=0.8, color=colour(run), label=f"{run.label} (no ODE){test_note(run)}")
     pad_x(ax)
     return finish_figure(fig, ax)
 
 
 def fig_acc_vs_tol(runs: list[Run]) -> Figure:
-    """Final test accuracy against the training tolerance (one line per kind of run) and against the
-    test-time tolerances of each run's sweep (one line per solver)."""
+    """Each run's final test accuracy at its training tolerance (a large marker) and its test-time sweep (a
+    line per solver, its own images), in the run's colour; lines never join different runs."""
     fig, ax = new_figure("Test accuracy vs tolerance", "tolerance", "test acc", logx=True)
-    trained = defaultdict(list)  # one line per kind of run: backbone, solver, direct or adjoint, dataset, images
-    mixed = len({r.dataset for r in runs}) > 1
-    for r in runs:
-        if r.config.get("rtol") and r.final_test():
-            kind = (f"{r.config['backbone']} {r.config['solver']} {'adjoint' if r.adjoint else 'direct'}"
-                    f"{f' [{r.dataset}]' if mixed else ''}")
-            trained[kind, test_note(r)].append((r.config["rtol"], r.final_test()["acc"]))
-    for (kind, note), points in trained.items():
-        ax.plot(*zip(*sorted(points)), "o-", label=f"{kind}, trained at this tolerance{note}")
     for run in runs:
-        for solver, group in by_solver([r for r in run.sweep if r.get("tol")]).items():
+        test = run.final_test()
+        if run.config.get("rtol") and test:
+            ax.scatter([run.config["rtol"]], [test["acc"]], s=60, marker="*", color=colour(run),
+                       label=f"{run.label}: trained at this tolerance{test_note(run)}")
+        for k, (solver, group) in enumerate(by_solver([r for r in run.sweep if r.get("tol")]).items()):
             points = sorted((r["tol"], r["acc"]) for r in group)
             with_solver = "" if solver == run.config.get("solver") else f" with {solver}"
-            ax.plot(*zip(*points), "x--",
+            ax.plot(*zip(*points), marker="x", ls=SOLVER_STYLES[k % len(SOLVER_STYLES)], color=colour(run),
                     label=f"{run.label}: evaluated{with_solver} at other tolerances{sweep_note(run)}")
-    return finish_figure(fig, ax, None if trained or any(r.sweep for r in runs) else "no adaptive-solver runs")
+    swept = any(r.config.get("rtol") for r in runs) or any(r.sweep for r in runs)
+    return finish_figure(fig, ax, None if swept else "no adaptive-solver runs")
 
 
 def fig_memory_vs_nfe(runs: list[Run]) -> Figure:
@@ -174,9 +182,9 @@ def fig_memory_vs_nfe(runs: list[Run]) -> Figure:
         batch = run.config.get("batch_size", "—")
         if run.is_ode:
             ax.scatter([r["nfe_forward"] for r in rows], [r["act_mem_mb"] for r in rows], s=8, alpha=0.5,
-                       marker="s" if run.adjoint else "o", label=f"{run.label} (batch {batch})")
+                       marker="s" if run.adjoint else "o", color=colour(run), label=f"{run.label} (batch {batch})")
         else:
-            ax.axhline(statistics.fmean(r["act_mem_mb"] for r in rows), ls="--", lw=0.8, color="gray",
+            ax.axhline(statistics.fmean(r["act_mem_mb"] for r in rows), ls="--", lw=0.8, color=colour(run),
                        label=f"{run.label} (fixed depth, batch {batch})")
     pad_x(ax)
     return finish_figure(fig, ax)
@@ -242,8 +250,16 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
     """The report over ``runs``: runs table, Table 1, Figure 3 a–d, accuracy and memory plots, findings,
     and ``sweep_points.csv`` (every run's test-time sweep, tidy)."""
     label_runs(runs)
+    for k, run in enumerate(runs):  # one colour per run in every figure (read by colour())
+        run.colour = PALETTE[k % len(PALETTE)]
+    methods = group_methods(runs)
+    if has_seeds(methods):
+        return seeded_report(runs, methods, title)
+    adjoint_figure = ["fig3c_nfe_forward_vs_backward"] if any(r.is_ode and r.adjoint for r in runs) else []
     figures = {"fig3a_nfe_vs_error": fig3a(runs), "fig3b_nfe_vs_time": fig3b(runs),
-               "fig3c_nfe_forward_vs_backward": fig3c(runs), "fig3d_nfe_over_training": fig3d(runs),
+               # no empty panel: without adjoint runs there is no backward solve to plot
+               **({"fig3c_nfe_forward_vs_backward": fig3c(runs)} if adjoint_figure else {}),
+               "fig3d_nfe_over_training": fig3d(runs),
                "acc_vs_nfe": fig_acc_vs_nfe(runs), "acc_vs_tol": fig_acc_vs_tol(runs),
                "memory_vs_nfe": fig_memory_vs_nfe(runs), "methods_pareto": fig_pareto(runs)}
     dataset = ", ".join(sorted({r.dataset for r in runs}))
@@ -269,10 +285,9 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
         Section("Figure 3", "(a) ODE-block output error against a much tighter reference solve, per test-time "
                             "tolerance; (b) forward time against NFE (test-time sweep where there is one, with "
                             "min–max bars where measured, else the training steps); (c) backward against forward "
-                            "NFE of the adjoint runs' training steps; (d) mean NFE per epoch."
+                            "NFE of the adjoint runs' training steps (no panel without adjoint runs); (d) mean NFE per epoch."
                             + (f"\n\n{sweeps}" if sweeps else ""),
-                ["fig3a_nfe_vs_error", "fig3b_nfe_vs_time", "fig3c_nfe_forward_vs_backward",
-                 "fig3d_nfe_over_training"]),
+                ["fig3a_nfe_vs_error", "fig3b_nfe_vs_time", *adjoint_figure, "fig3d_nfe_over_training"]),
         Section("Accuracy, tolerance and memory", "Legends give the images (test) or batch size (training) behind "
                                                   "each curve.", ["acc_vs_nfe", "acc_vs_tol", "memory_vs_nfe"]),
         Section("Methods", "The study's levers side by side (`method`: the regularisers, ANODE channels or "
@@ -291,4 +306,25 @@ def combined_report(runs: list[Run], title: str = "odenet: training-run comparis
         sections.insert(-1, Section("Per-image NFE across runs", per_image, ["per_sample_runs"]))
     files = {"sweep_points.csv": sweep_points_csv(runs)} if any(r.sweep for r in runs) else {}
     files["methods.csv"] = methods_csv(runs)
+    return Report(title, sections, figures, files)
+
+
+def seeded_report(runs: list[Run], methods, title: str) -> Report:
+    """A study over seeds: its answer per method first (:mod:`odenet.reports.study`), then what only single runs
+    show (the adjoint's backward NFE, memory against NFE, every run's row)."""
+    sections, figures = study_sections(methods)
+    adjoint = any(r.is_ode and r.adjoint for r in runs)
+    figures["memory_vs_nfe"] = fig_memory_vs_nfe(runs)
+    if adjoint:
+        figures["fig3c_nfe_forward_vs_backward"] = fig3c(runs)
+    sections += [
+        Section("Memory and the adjoint's backward NFE",
+                "Activation memory against NFE of every run's training steps"
+                + (", and backward against forward NFE of the adjoint runs' training steps" if adjoint else "")
+                + " (legends give the batch).", ["memory_vs_nfe", *(["fig3c_nfe_forward_vs_backward"] if adjoint
+                                                                    else [])]),
+        Section("Runs", "Every run: final test accuracy and the last epoch's means (`status` marks smoke and short "
+                        "runs).\n\n" + runs_table(runs)),
+    ]
+    files = {"sweep_points.csv": sweep_points_csv(runs)} if any(r.sweep for r in runs) else {}
     return Report(title, sections, figures, files)

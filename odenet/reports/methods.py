@@ -77,8 +77,8 @@ def fig_pareto(runs: list[Run]) -> Figure:
         test = run.final_test()
         if not run.is_ode or "nfe_forward" not in test:
             continue
-        marker = ax.scatter([test["nfe_forward"]], [test["acc"]], s=40, label=f"{run.label} ({test.get('images', '?')} "
-                                                                             f"images)")
+        marker = ax.scatter([test["nfe_forward"]], [test["acc"]], s=40, color=getattr(run, "colour", None),
+                            label=f"{run.label} ({test.get('images', '?')} images)")
         points.append((test["nfe_forward"], test["acc"]))
         sweep = [r for r in run.sweep if r.get("tol") and r.get("nfe_forward") is not None]
         if sweep:  # other images than the final test's: labelled with theirs, and kept off the frontier

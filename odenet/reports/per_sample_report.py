@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odenet.naming import class_name
 from odenet.reports.render import Report, Section, finish_figure, fmt, md_table, new_figure
 
 if TYPE_CHECKING:
@@ -216,8 +217,10 @@ def tables(rows: list[dict[str, Any]], timing: list[dict[str, Any]]) -> str:
         NOTES])
 
 
-def figures(rows: list[dict[str, Any]], images: dict[int, np.ndarray] | None = None) -> dict[str, Figure]:
-    """Histogram, NFE vs confidence, box plots (correct/wrong, per class), accuracy per NFE bin, galleries."""
+def figures(rows: list[dict[str, Any]], images: dict[int, np.ndarray] | None = None,
+            dataset: str | None = None) -> dict[str, Figure]:
+    """Histogram, NFE vs confidence, box plots (correct/wrong, per class), accuracy per NFE bin, galleries
+    (classes named as ``dataset`` names them)."""
     groups = by_setting(rows)
     note = "; ".join(f"{_label(k)}: {_note(g)}" for k, g in groups.items())
     figs = {}
@@ -238,7 +241,8 @@ def figures(rows: list[dict[str, Any]], images: dict[int, np.ndarray] | None = N
         classes = sorted({r["label"] for r in g})
         fig, ax = new_figure(f"nfe_forward per class, {_label(key)}\n{_note(g)}", "true class", "nfe_forward")
         ax.boxplot([[r["nfe_forward"] for r in g if r["label"] == c] for c in classes])
-        ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+        ax.set_xticks(range(1, len(classes) + 1), [class_name(dataset, c) for c in classes], rotation=45,
+                      ha="right", fontsize=7)
         figs[f"per_sample_nfe_by_class_{_slug(key)}"] = finish_figure(fig, ax)
     fig, ax = new_figure(f"accuracy per NFE quantile bin (cheapest first)\n{note}", "NFE bin", "test acc")
     for key, g in groups.items():
@@ -247,7 +251,7 @@ def figures(rows: list[dict[str, Any]], images: dict[int, np.ndarray] | None = N
     figs["per_sample_acc_by_nfe"] = finish_figure(fig, ax)
     if images:
         for key, g in groups.items():
-            figs[f"per_sample_gallery_{_slug(key)}"] = _gallery(key, g, images)
+            figs[f"per_sample_gallery_{_slug(key)}"] = _gallery(key, g, images, dataset)
     return figs
 
 
@@ -266,8 +270,10 @@ def _boxes(groups: dict, note: str) -> Figure:
     return finish_figure(fig, ax)
 
 
-def _gallery(key: tuple[str, float], group: list[dict[str, Any]], images: dict[int, np.ndarray]) -> Figure:
-    """The GALLERY most expensive (top rows) and least expensive (bottom rows) images: label, prediction, NFE."""
+def _gallery(key: tuple[str, float], group: list[dict[str, Any]], images: dict[int, np.ndarray],
+             dataset: str | None = None) -> Figure:
+    """The GALLERY most expensive (top rows) and least expensive (bottom rows) images: true class, predicted
+    class (when wrong), NFE."""
     from matplotlib.figure import Figure
 
     picks = gallery_indices(group)[key]
@@ -277,7 +283,7 @@ def _gallery(key: tuple[str, float], group: list[dict[str, Any]], images: dict[i
     fig = Figure(figsize=(cols * 1.2, 2 * rows_each * 1.45 + 0.6))
     axes = fig.subplots(2 * rows_each, cols)
     fig.suptitle(f"{_label(key)}, {_note(group)}: top {rows_each} rows the {GALLERY} most expensive images, "
-                 f"bottom {rows_each} the {GALLERY} least (y = label, p = prediction)", fontsize=8)
+                 f"bottom {rows_each} the {GALLERY} least (true class; red: wrong, → predicted)", fontsize=8)
     for part, indices in enumerate((picks["most"], picks["least"])):
         for k in range(rows_each * cols):
             ax = axes[part * rows_each + k // cols, k % cols]
@@ -286,26 +292,28 @@ def _gallery(key: tuple[str, float], group: list[dict[str, Any]], images: dict[i
                 r = by_index[indices[k]]
                 img = images[indices[k]]
                 ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-                ax.set_title(f"y{r['label']} p{r['pred']} nfe {r['nfe_forward']}", fontsize=6,
-                             color="black" if r["correct"] else "red")
+                title = class_name(dataset, r["label"])
+                if not r["correct"]:
+                    title += f" → {class_name(dataset, r['pred'])}"
+                ax.set_title(f"{title}\nnfe {r['nfe_forward']}", fontsize=6, color="black" if r["correct"] else "red")
     fig.tight_layout()
     return fig
 
 
 def per_sample_section(rows: list[dict[str, Any]], timing: list[dict[str, Any]],
                        images: dict[int, np.ndarray] | None = None, skipped: list[str] | None = None,
-                       ) -> tuple[Section, dict[str, Figure]]:
+                       dataset: str | None = None) -> tuple[Section, dict[str, Figure]]:
     """The report section of a per-sample evaluation and its figures."""
-    figs = figures(rows, images)
+    figs = figures(rows, images, dataset)
     text = tables(rows, timing)
     if skipped:
         text += "\n\nSkipped (fixed-grid solvers have no per-image step control): " + ", ".join(skipped) + "."
     return Section("Per-sample evaluation: each image solved with its own step control", text, list(figs)), figs
 
 
-def add_per_sample(report: Report, out_dir: Path) -> None:
+def add_per_sample(report: Report, out_dir: Path, dataset: str | None = None) -> None:
     """Read per_sample.csv, per_sample.json (timing, skipped settings) and per_sample_images.npz in ``out_dir``
-    and append their section to ``report``."""
+    and append their section to ``report`` (classes named as ``dataset`` names them)."""
     rows = read_per_sample_csv(out_dir / "per_sample.csv")
     saved = json.loads((out_dir / "per_sample.json").read_text())
     timing, skipped = saved["timing"], saved.get("skipped")
@@ -314,6 +322,6 @@ def add_per_sample(report: Report, out_dir: Path) -> None:
     if npz.is_file():
         with np.load(npz) as data:
             images = dict(zip(data["index"].tolist(), data["images"]))
-    section, figs = per_sample_section(rows, timing, images, skipped)
+    section, figs = per_sample_section(rows, timing, images, skipped, dataset)
     report.sections.append(section)
     report.figures.update(figs)

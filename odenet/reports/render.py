@@ -90,7 +90,7 @@ def to_html(report: Report) -> str:
     """The report as one HTML page with its figures embedded."""
     import markdown  # a dependency of tensorboard
 
-    body = markdown.markdown(report.markdown(embed=True), extensions=["tables"])
+    body = markdown.markdown(report.markdown(embed=True), extensions=["tables", "toc"])  # toc: anchors on headings
     body = body.replace("<table>", "<div class='scroll'><table>").replace("</table>", "</table></div>")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{report.title}</title>"
             f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n")

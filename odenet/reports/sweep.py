@@ -164,14 +164,15 @@ def by_solver(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def tol_line(ax: Axes, rows: list[dict], xkey: str, ykey: str, label: str) -> None:
-    """Points joined from loose to tight setting, each labelled with its tolerance (or steps); time
-    against NFE with min–max error bars where the sweep measured them."""
+def tol_line(ax: Axes, rows: list[dict], xkey: str, ykey: str, label: str, color: str | None = None,
+             linestyle: str = "-") -> None:
+    """Points of one checkpoint and solver joined from loose to tight setting, each labelled with its tolerance
+    (or steps); time against NFE with min–max error bars where the sweep measured them."""
     rows = sorted(rows, key=lambda r: (-(r.get("tol") or 0), r.get("steps") or 0))
     if not rows:
         return
     xs, ys = [r[xkey] for r in rows], [r[ykey] for r in rows]
-    line = ax.plot(xs, ys, "o-", label=label)[0]
+    line = ax.plot(xs, ys, marker="o", ls=linestyle, color=color, label=label)[0]
     if ykey == "time_ms" and all(r.get("time_ms_min") is not None and r.get("time_ms_max") is not None
                                  for r in rows):  # min–max over repeats, one bar per point
         ax.vlines(xs, [r["time_ms_min"] for r in rows], [r["time_ms_max"] for r in rows], color=line.get_color(),

@@ -42,18 +42,18 @@ PROVENANCE = ["dataset", "epochs", "batch (train/test)", "test images"]
 
 
 def runs_table(runs: list[Run]) -> str:
-    """One row per run: final test accuracy and the last epoch's mean measurements."""
-    header = ["run", "status", *PROVENANCE, "test acc", "best acc", "nfe_forward", "nfe_backward", "act_mem_mb",
-              "peak_mem_mb", "time_step_ms", "params"]
+    """One row per run: final test accuracy and the last epoch's mean measurements first, then where they come
+    from (status, dataset, epochs, batches, images)."""
+    header = ["run", "test acc", "nfe_forward", "nfe_backward", "act_mem_mb", "time_step_ms", "peak_mem_mb",
+              "params", "best acc", "status", *PROVENANCE]
     rows = []
     for run in runs:
         means, test = run.last_epoch_means(), run.final_test()
         s = run.summary or {}
-        rows.append([f"`{run.folder or run.name}`", run.status, *provenance(run), fmt(test.get("acc")),
-                     fmt(s.get("best_acc")), fmt(means.get("nfe_forward"), ".1f"),
-                     fmt(means.get("nfe_backward"), ".1f"),
-                     fmt(means.get("act_mem_mb"), ".1f"), fmt(means.get("peak_mem_mb"), ".1f"),
-                     fmt(means.get("time_step_ms"), ".0f"), fmt(s.get("params"), ",")])
+        rows.append([f"`{run.folder or run.name}`", fmt(test.get("acc")), fmt(means.get("nfe_forward"), ".1f"),
+                     fmt(means.get("nfe_backward"), ".1f"), fmt(means.get("act_mem_mb"), ".1f"),
+                     fmt(means.get("time_step_ms"), ".0f"), fmt(means.get("peak_mem_mb"), ".1f"),
+                     fmt(s.get("params"), ","), fmt(s.get("best_acc")), run.status, *provenance(run)])
     return md_table(header, rows)
 
 

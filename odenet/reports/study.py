@@ -1,0 +1,334 @@
+"""The study's answer first: per method over seeds, the headline table, the comparisons at equal accuracy and
+at equal solve error read off the test-time sweeps, and the conclusions they carry. Torch-free.
+
+"Cheaper" is only ever read off curves across tolerances on the same images: for a method and the plain
+ODE-Net of the same seed, the NFE each needs to reach the plain model's accuracy at its training
+tolerance (accuracy against NFE along the dopri5 sweep, interpolated linearly), and the NFE each needs to
+reach the plain model's solve error there (the ODE block's output error against a float64 reference,
+interpolated in log error). Their ratio is averaged over seeds with a 95% interval; a method is called
+cheaper or dearer only when that interval excludes 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from odenet.reports.render import fmt, md_table
+from odenet.reports.runs import Run
+from odenet.reports.seeds import Estimate, Method, estimate
+
+ACC_SLACK = 0.001  # "equal accuracy": within 0.1 point (10 of 10,000 images) of the reference's
+
+
+# --------------------------------------------------------------------------- what one run measured
+
+
+def last_epoch(run: Run, key: str) -> float | None:
+    return run.last_epoch_means().get(key)
+
+
+def epoch_seconds(run: Run) -> float | None:
+    """Seconds of training steps in the last epoch: the sum of their ``time_step_ms`` (evaluation excluded)."""
+    rows = run.train_rows
+    if not rows or "time_step_ms" not in rows[-1]:
+        return None
+    return sum(r.get("time_step_ms", 0.0) for r in rows if r["epoch"] == rows[-1]["epoch"]) / 1e3
+
+
+def params(run: Run) -> float | None:
+    return (run.summary or {}).get("params")
+
+
+HEADLINE = (  # column, how to read it from a run, format
+    ("test acc", lambda r: r.final_test().get("acc"), ".4f"),
+    ("test nfe_forward", lambda r: r.final_test().get("nfe_forward"), ".1f"),
+    ("train nfe_forward", lambda r: last_epoch(r, "nfe_forward"), ".1f"),
+    ("train nfe_backward", lambda r: last_epoch(r, "nfe_backward"), ".1f"),
+    ("act_mem_mb", lambda r: last_epoch(r, "act_mem_mb"), ".1f"),
+    ("time/epoch s", epoch_seconds, ".0f"),
+)
+
+
+def headline_table(methods: list[Method]) -> str:
+    """One row per method: mean ± 95% interval over its seeds of each headline column."""
+    header = ["method", "seeds", *(c for c, _, _ in HEADLINE), "params"]
+    rows = []
+    for m in methods:
+        cells = []
+        for column, value, spec in HEADLINE:
+            e = m.over_seeds(value)
+            cells.append("—" if e is None or (column.startswith(("test nfe", "train nfe")) and not m.is_ode)
+                         else e.text(spec))
+        p = m.over_seeds(params)
+        rows.append([m.name, str(len(m.runs)), *cells, fmt(int(p.mean) if p else None, ",")])
+    return md_table(header, rows)
+
+
+def provenance(methods: list[Method]) -> str:
+    """Where the headline's numbers come from: images, batch sizes, epochs, seeds."""
+    runs = [r for m in methods for r in m.runs]
+    images = sorted({r.test_images for r in runs if r.test_images})
+    batches = sorted({r.config.get("batch_size") for r in runs if r.config.get("batch_size")})
+    epochs = sorted({r.epochs_done for r in runs if r.epochs_done})
+    seeds = sorted({len(m.runs) for m in methods})
+    return (f"{'/'.join(f'{n:,}' for n in images) or 'unknown numbers of'} test images; training batch "
+            f"{'/'.join(map(str, batches))}; {'/'.join(map(str, epochs))} epochs; "
+            f"{'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per method")
+
+
+def table1_by_method(methods: list[Method]) -> str:
+    """Chen et al. 2018's Table 1 columns per method over seeds, the paper's MNIST row beside each backbone."""
+    from odenet.reports.tables import PAPER_TABLE1
+
+    header = ["method", "dataset", "seeds", "test error %", "params", "act_mem_mb", "train nfe_forward",
+              "paper (MNIST): error, params, memory"]
+    rows = []
+    for m in methods:
+        err = m.over_seeds(lambda r: 100 * (1 - r.final_test()["acc"]) if r.final_test() else None)
+        mem, nfe, p = m.over_seeds(lambda r: last_epoch(r, "act_mem_mb")), \
+            m.over_seeds(lambda r: last_epoch(r, "nfe_forward")), m.over_seeds(params)
+        paper = PAPER_TABLE1.get(m.config["backbone"]) if m.name in ("ResNet", "RK-Net (rk4, 6 steps)", "ODE-Net",
+                                                                      "MLP") else None
+        rows.append([m.name, m.runs[0].dataset, str(len(m.runs)), err.text(".2f") if err else "—",
+                     fmt(int(p.mean) if p else None, ","), mem.text(".1f") if mem else "—",
+                     nfe.text(".1f") if nfe and m.is_ode else "—",
+                     f"{paper['error']}, {paper['params']}, {paper['memory']}" if paper else "—"])
+    return md_table(header, rows)
+
+
+# --------------------------------------------------------------------------- curves and matched quality
+
+
+def sweep_curve(run: Run, solver: str, key: str) -> list[tuple[float, float]]:
+    """(nfe_forward, ``key``) of ``run``'s sweep rows of ``solver``, by increasing NFE."""
+    points = [(r["nfe_forward"], r[key]) for r in run.sweep
+              if r.get("solver") == solver and r.get("nfe_forward") is not None and r.get(key) is not None]
+    return sorted(points)
+
+
+def nfe_to_reach(points: list[tuple[float, float]], target: float, *, lower_is_better: bool = False,
+                 log: bool = False) -> float | None:
+    """The least NFE at which the curve reaches ``target``: the first crossing along increasing NFE,
+    interpolated linearly (in log y with ``log``); None when it never does."""
+    reached = (lambda y: y <= target) if lower_is_better else (lambda y: y >= target)
+    scale = (lambda y: math.log(max(y, 1e-300))) if log else (lambda y: y)
+    for k, (n, y) in enumerate(points):
+        if not reached(y):
+            continue
+        if k == 0:
+            return n
+        n0, y0 = points[k - 1]
+        a, b, c = scale(y0), scale(y), scale(target)
+        return n if b == a else n0 + (c - a) / (b - a) * (n - n0)
+    return None
+
+
+def operating_point(run: Run) -> dict | None:
+    """The sweep row at the run's own training solver and tolerance (the final evaluation's setting)."""
+    solver, tol = run.config.get("solver"), run.config.get("rtol")
+    return next((r for r in run.sweep if r.get("solver") == solver and r.get("tol") == tol), None)
+
+
+@dataclass
+class Matched:
+    """One method against the reference, seed by seed: NFE ratios at equal accuracy and at equal solve error."""
+
+    method: Method
+    at_accuracy: Estimate | None
+    at_error: Estimate | None
+    fixed_step: Estimate | None  # the cheapest fixed-step setting reaching the accuracy target, in NFE
+    reference_fixed_step: Estimate | None
+    seeds: int
+    missing: list[str]
+
+
+def matched(method: Method, reference: Method) -> Matched:
+    """``method`` against ``reference`` on the runs of the seeds both have."""
+    acc_ratios, err_ratios, fixed, ref_fixed, missing = [], [], [], [], []
+    for seed in method.seeds:
+        run, ref = method.run_of_seed(seed), reference.run_of_seed(seed)
+        point = operating_point(ref) if ref else None
+        if run is None or ref is None or point is None or not run.sweep:
+            missing.append(f"seed {seed}")
+            continue
+        solver = ref.config["solver"]
+        target = point["acc"] - ACC_SLACK
+        ours = nfe_to_reach(sweep_curve(run, solver, "acc"), target)
+        theirs = nfe_to_reach(sweep_curve(ref, solver, "acc"), target)
+        if ours is not None and theirs:
+            acc_ratios.append(ours / theirs)
+        if point.get("ode_error"):
+            ours, theirs = (nfe_to_reach(sweep_curve(r, solver, "ode_error"), point["ode_error"],
+                                         lower_is_better=True, log=True) for r in (run, ref))
+            if ours is not None and theirs:
+                err_ratios.append(ours / theirs)
+        fixed.append(cheapest_fixed_step(run, target))
+        ref_fixed.append(cheapest_fixed_step(ref, target))
+    return Matched(method, estimate(acc_ratios), estimate(err_ratios), estimate(fixed), estimate(ref_fixed),
+                   len(method.seeds) - len(missing), missing)
+
+
+def cheapest_fixed_step(run: Run, target: float) -> float | None:
+    """The fewest NFE of a fixed-step sweep row (rk4, euler, ...) whose accuracy reaches ``target``."""
+    fixed = [r["nfe_forward"] for r in run.sweep if r.get("steps") and r.get("acc", 0) >= target]
+    return min(fixed) if fixed else None
+
+
+def reference_method(methods: list[Method]) -> Method | None:
+    """The plain ODE-Net the levers are compared with: adaptive, direct, no lever (the first such)."""
+    for m in methods:
+        c = m.config
+        if m.is_ode and c.get("rtol") and not c.get("adjoint") and c.get("first_step") in (None, "auto") \
+                and not any(c.get(k) for k in ("kinetic_reg", "jacobian_reg", "error_reg", "steer", "augment_dim")):
+            return m
+    return None
+
+
+def verdict(ratio: Estimate | None) -> str:
+    if ratio is None:
+        return "not measured"
+    if ratio.half is None:
+        return "one seed: not claimed"
+    if ratio.high < 1:
+        return "cheaper"
+    if ratio.low > 1:
+        return "dearer"
+    return "no difference resolved"
+
+
+def matched_table(comparisons: list[Matched], reference: Method) -> str:
+    header = ["method", "seeds", "NFE ratio at equal accuracy", "verdict", "NFE ratio at equal solve error",
+              "verdict", "fewest fixed-step NFE at that accuracy"]
+    rows = [[reference.name + " (reference)", str(len(reference.runs)), "1", "—", "1", "—",
+             comparisons[0].reference_fixed_step.text(".1f") if comparisons and comparisons[0].reference_fixed_step
+             else "—"]]
+    for c in comparisons:
+        rows.append([c.method.name, str(c.seeds), c.at_accuracy.text(".2f") if c.at_accuracy else "—",
+                     verdict(c.at_accuracy), c.at_error.text(".2f") if c.at_error else "—", verdict(c.at_error),
+                     c.fixed_step.text(".1f") if c.fixed_step else "not reached"])
+    return md_table(header, rows)
+
+
+def compare_all(methods: list[Method]) -> tuple[Method | None, list[Matched]]:
+    reference = reference_method(methods)
+    if reference is None:
+        return None, []
+    others = [m for m in methods if m.is_ode and m is not reference]
+    return reference, [matched(m, reference) for m in others]
+
+
+# --------------------------------------------------------------------------- conclusions
+
+
+def _compare(a: Estimate, b: Estimate, spec: str) -> str:
+    if a.separates(b):
+        return f"{'above' if a.mean > b.mean else 'below'} it (95% intervals apart)"
+    if a.half is None or b.half is None:
+        return "one seed: no difference claimed"
+    return "the 95% intervals overlap: no difference resolved"
+
+
+def conclusions(methods: list[Method], reference: Method | None, comparisons: list[Matched]) -> list[str]:
+    """The sentences the numbers carry, each naming the table or figure it rests on."""
+    acc = {m.name: m.over_seeds(lambda r: r.final_test().get("acc")) for m in methods}
+    out = []
+    fixed = [m for m in methods if not m.is_ode and acc[m.name]]
+    if reference and acc.get(reference.name):
+        ref = acc[reference.name]
+        for m in fixed:
+            out.append(f"{reference.name} reaches test accuracy {ref.text('.4f')}, {m.name} {acc[m.name].text('.4f')}:"
+                       f" {reference.name} is {_compare(ref, acc[m.name], '.4f')} ([headline](#headline)).")
+    for c in comparisons:
+        at_acc, at_err = c.at_accuracy, c.at_error
+        parts = []
+        if at_acc:
+            parts.append(f"at equal accuracy it needs {at_acc.text('.2f')}× the NFE of {reference.name} "
+                         f"({verdict(at_acc)})")
+        if at_err:
+            parts.append(f"at equal solve error {at_err.text('.2f')}× ({verdict(at_err)})")
+        if parts:
+            out.append(f"{c.method.name}: {'; '.join(parts)} — over {c.seeds} seed{'s' if c.seeds != 1 else ''} "
+                       f"([at equal accuracy and equal solve error](#at-equal-accuracy-and-equal-solve-error)).")
+    if comparisons and comparisons[0].reference_fixed_step and reference:
+        point = reference.over_seeds(lambda r: (operating_point(r) or {}).get("nfe_forward"))
+        if point:
+            out.append(f"A fixed-step solver reaches {reference.name}'s accuracy with "
+                       f"{comparisons[0].reference_fixed_step.text('.1f')} NFE, against {point.text('.1f')} NFE of "
+                       f"dopri5 at the training tolerance: for accuracy alone the test-time solve can be far "
+                       f"cheaper than the adaptive solver makes it "
+                       f"([at equal accuracy and equal solve error](#at-equal-accuracy-and-equal-solve-error)).")
+    out += _growth(methods)
+    return out
+
+
+def _growth(methods: list[Method]) -> list[str]:
+    """NFE per training step in the first against the last epoch, where the intervals separate."""
+    out = []
+    for m in (m for m in methods if m.is_ode):
+        def epoch_mean(run: Run, which: int) -> float | None:
+            rows = [r for r in run.train_rows if "nfe_forward" in r]
+            if not rows:
+                return None
+            epoch = rows[0]["epoch"] if which == 0 else rows[-1]["epoch"]
+            values = [r["nfe_forward"] for r in rows if r["epoch"] == epoch]
+            return sum(values) / len(values)
+
+        first, last = m.over_seeds(lambda r: epoch_mean(r, 0)), m.over_seeds(lambda r: epoch_mean(r, -1))
+        if first and last and last.separates(first):
+            out.append(f"{m.name}'s NFE per training step went from {first.text('.1f')} in the first epoch to "
+                       f"{last.text('.1f')} in the last ([NFE over training](#nfe-over-training)).")
+    return out
+
+
+def unresolved(comparisons: list[Matched]) -> list[str]:
+    """What the budget could not settle: comparisons whose intervals straddle 1, and missing seeds."""
+    out = [f"{c.method.name} at {what}" for c in comparisons
+           for what, e in (("equal accuracy", c.at_accuracy), ("equal solve error", c.at_error))
+           if e is not None and verdict(e) == "no difference resolved"]
+    out += [f"{c.method.name}: no comparison for {', '.join(c.missing)}" for c in comparisons if c.missing]
+    return out
+
+
+# --------------------------------------------------------------------------- the sections
+
+
+def study_sections(methods: list[Method]) -> tuple[list, dict]:
+    """The report's first sections (headline, equal accuracy and solve error, NFE over training, what is
+    left open) and their figures, for runs grouped into methods over seeds."""
+    from odenet.reports.render import Section
+    from odenet.reports.study_figures import fig_headline, fig_matched, fig_nfe_training
+
+    caption = provenance(methods)
+    reference, comparisons = compare_all(methods)
+    figures = {"headline": fig_headline(methods, caption), "nfe_over_training": fig_nfe_training(methods, caption)}
+    found = conclusions(methods, reference, comparisons)
+    text = ("Per method: the mean over its seeds ± the 95% interval (Student t) of the final model's test "
+            f"accuracy and test NFE (at the training tolerance), and of the last training epoch's mean NFE per step, "
+            f"activation memory (MiB of tensors saved for backward per step) and seconds of training steps; "
+            f"{caption}. Times are only comparable within one table (the runs shared the machine).\n\n"
+            + headline_table(methods)
+            + ("\n\n**What the numbers show**\n\n" + "\n".join(f"- {s}" for s in found) if found else ""))
+    sections = [Section("Headline", text, ["headline"])]
+    if reference and comparisons:
+        figures["matched"] = fig_matched(methods, caption)
+        sections.append(Section(
+            "At equal accuracy and equal solve error",
+            f"Each method against {reference.name}, seed by seed on the same test images, read off the test-time "
+            f"sweep: the NFE at which its dopri5 curve first reaches the reference's accuracy at the training "
+            f"tolerance (less {100 * ACC_SLACK:g} point), over the NFE the reference needs for it (linear "
+            f"interpolation between tolerances); and the same for the reference's solve error there (the ODE "
+            f"block's output error against a float64 solve at a tolerance 100 times tighter, interpolated in log "
+            f"error). Ratios are means over seeds ± 95% interval; *cheaper* or *dearer* only where the interval "
+            f"excludes 1. The last column is the fewest NFE of a fixed-step rk4 or Euler row reaching that "
+            f"accuracy.\n\n" + matched_table(comparisons, reference), ["matched"]))
+    sections.append(Section("NFE over training", f"Mean NFE per training step in each epoch, mean over seeds with "
+                                                 f"its 95% band; {caption}.", ["nfe_over_training"]))
+    sections.append(Section("Table 1", "Chen et al. 2018's Table 1 columns per method (mean ± 95% interval over "
+                                       "seeds), the paper's MNIST numbers beside the backbones it has: its memory "
+                                       "column is an asymptotic claim (L layers, L~ evaluations), ours the measured "
+                                       f"act_mem_mb of a training step; {caption}.\n\n" + table1_by_method(methods)))
+    open_items = unresolved(comparisons)
+    if open_items:
+        sections.append(Section("What this budget could not settle", "\n".join(f"- {s}" for s in open_items)))
+    return sections, figures
