@@ -7,15 +7,18 @@ the target is reached (``--no-stop-at-target`` lets it finish) or after ``--limi
 Printed: test accuracy and wall time of every evaluation, the evaluation and time at which the
 target was first reached, and whether that is within ``--budget`` seconds.
 
-``--against-plain`` then runs the plain torchdiffeq ODE-Net with the torchdiffeq example's recipe
-(``benchmarks/plain_train.py``: same architecture, SGD 0.1, dopri5 1e-3) on the same machine, timed
-the same way under the same ``--limit``, and prints the ratio plain / odenet of the seconds to the
-target — "> limit" for a side that never reached it — with both curves plotted
-(``time_to_accuracy.png``). Give train.py ``--limit-train-batches 235`` so that both sides evaluate
-the full test set every 30,080 training images (plain_train.py's ``--eval-every``):
+``--against-plain`` runs, at the same time and beside it, the plain torchdiffeq ODE-Net with the
+torchdiffeq example's recipe (``benchmarks/plain_train.py``: same architecture, SGD 0.1, dopri5 1e-3),
+timed the same way under the same ``--limit``, so that both sides meet the same machine load; give each
+its share of the cores with ``--threads`` (1 on 2 cores) and ``--plain-args "--workers 0"`` (the
+example's two loader processes would take the other side's core). It prints the ratio plain / odenet of
+the seconds to the target — "> limit" for a side that never reached it — and plots both curves of every
+``--repeats`` (``time_to_accuracy.png``). Give train.py ``--limit-train-batches 235`` so that both sides
+evaluate the full test set every 30,080 training images (plain_train.py's ``--eval-every``):
 
-    python benchmarks/time_to_accuracy.py --against-plain --target 0.90 --limit 3600 -- \\
-        --config configs/fashion-mnist-odenet-fast.yaml --limit-train-batches 235 --epochs 6 --no-progress
+    python benchmarks/time_to_accuracy.py --against-plain --threads 1 --plain-args "--workers 0" --repeats 2 \\
+        --target 0.90 --limit 1800 -- --config configs/fashion-mnist-odenet-fast.yaml --limit-train-batches 235 \\
+        --epochs 6 --no-progress
 """
 
 from __future__ import annotations
@@ -44,27 +47,39 @@ def test_rows(metrics: Path, seen: int) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["split"] == "test"][seen:]
 
 
-def watch(cmd: list[str], metrics: Path, args) -> tuple[list[dict], int | None, float]:
+def watch(sides: list[tuple[list[str], Path]], args) -> list[tuple[list[dict], int | None, float]]:
+    """Run every side's command at once and watch its metrics file; each stops on its own once it reaches the
+    target (with ``--stop-at-target``) or its ``--limit``. Returns per side: evaluations, exit code, wall s."""
+    env = dict(os.environ)
+    if args.threads:  # each side its share of the cores (torch, OpenMP and MKL pools)
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    epochs: list[dict] = []
-    while True:
-        code = proc.poll()
-        for row in test_rows(metrics, len(epochs)):
-            epochs.append({"epoch": row["epoch"], "acc": row["acc"], "wall_s": time.perf_counter() - start})
-            print(f"epoch {row['epoch']}: test acc {row['acc']:.4f} at {epochs[-1]['wall_s']:.1f} s", flush=True)
-        reached = any(e["acc"] >= args.target for e in epochs)
-        if code is not None or (reached and args.stop_at_target) or time.perf_counter() - start > args.limit:
-            break
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env) for cmd, _ in sides]
+    evals: list[list[dict]] = [[] for _ in sides]
+    ended: list[tuple[int | None, float] | None] = [None] * len(sides)
+    while any(e is None for e in ended):
+        for k, ((cmd, metrics), proc) in enumerate(zip(sides, procs)):
+            if ended[k] is not None:
+                continue
+            code = proc.poll()
+            for row in test_rows(metrics, len(evals[k])):
+                evals[k].append({"epoch": row["epoch"], "acc": row["acc"], "wall_s": time.perf_counter() - start})
+                print(f"[{Path(cmd[1]).name}] evaluation {row['epoch']}: test acc {row['acc']:.4f} at "
+                      f"{evals[k][-1]['wall_s']:.1f} s", flush=True)
+            reached = any(e["acc"] >= args.target for e in evals[k])
+            if code is not None or (reached and args.stop_at_target) or time.perf_counter() - start > args.limit:
+                ended[k] = (_stop(proc) if code is None else code, time.perf_counter() - start)
         time.sleep(0.25)
-    if code is None:
-        proc.terminate()
-        try:
-            code = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-    return epochs, code, time.perf_counter() - start
+    return [(e, code, wall) for e, (code, wall) in zip(evals, ended)]
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def side_result(name: str, cmd: list[str], epochs: list[dict], code: int | None, wall: float, args) -> dict:
@@ -125,12 +140,16 @@ def figure(sides: list[dict], target: float, note: str):
     return fig
 
 
-def plot_comparison(result: dict, path: Path) -> None:
+def plot_comparison(repeats: list[dict], path: Path) -> None:
+    """Both sides' curves of every repeat in one plot."""
     import matplotlib.pyplot as plt
 
-    note = (f"Fashion-MNIST: the full test set (10,000 images) after every 30,080 training images, batch 128 on "
-            f"both sides\ntarget {result['target']:.0%}: odenet reached it {result['speedup']['text']} sooner")
-    fig = figure([result["odenet"], result["plain"]], result["target"], note)
+    sides = [dict(r[side], side=f"{r[side]['side']}, repeat {r.get('repeat', k + 1)}") for k, r in enumerate(repeats)
+             for side in ("odenet", "plain")]
+    ratios = ", ".join(r["speedup"]["text"] for r in repeats)
+    note = (f"Fashion-MNIST: the full test set (10,000 images) after every 30,080 training images, both sides at "
+            f"once\ntarget {repeats[0]['target']:.0%}: odenet reached it {ratios} sooner ({len(repeats)} repeats)")
+    fig = figure(sides, repeats[0]["target"], note)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -145,41 +164,51 @@ def main() -> None:
     p.add_argument("--against-plain", action="store_true",
                    help="also time benchmarks/plain_train.py (the torchdiffeq example's recipe) and print the ratio")
     p.add_argument("--plain-args", default="", help="extra arguments of plain_train.py, one string")
+    p.add_argument("--repeats", type=int, default=1, help="run the whole comparison this many times")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of each side; with --against-plain both sides run at once, side by side, so "
+                        "that both meet the same machine load (give each its share: 1 on 2 cores)")
     p.add_argument("--out", default=None, help="JSON output folder (default: $OUT, else ./bench-out)")
     p.add_argument("--replot", default=None, metavar="JSON",
                    help="only redraw time_to_accuracy.png beside this --against-plain result")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then train.py's arguments")
     args = p.parse_args()
     if args.replot:
-        plot_comparison(json.loads(Path(args.replot).read_text()), Path(args.replot).with_suffix(".png"))
+        saved = json.loads(Path(args.replot).read_text())
+        plot_comparison(saved.get("repeats", [saved]), Path(args.replot).with_suffix(".png"))
         return
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     folder = Path(args.out or os.environ.get("OUT") or "bench-out")
     folder.mkdir(parents=True, exist_ok=True)
-    sides = []
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / "train.py"), *train_args, "--out-dir", tmp, "--run-name", "tta"]
-        print("running:", " ".join(cmd), flush=True)
-        epochs, code, wall = watch(cmd, Path(tmp) / "tta" / "metrics.jsonl", args)
-        if (Path(tmp) / "tta" / "metrics.jsonl").exists():
-            shutil.copy(Path(tmp) / "tta" / "metrics.jsonl", folder / "time_to_accuracy_metrics.jsonl")
-        sides.append(side_result("odenet", cmd, epochs, code, wall, args))
-        report_side(sides[-1])
+    repeats = []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = [sys.executable, str(ROOT / "train.py"), *train_args, "--out-dir", tmp, "--run-name", "tta"]
+            sides = [(ours, Path(tmp) / "tta" / "metrics.jsonl")]
+            if args.against_plain:
+                metrics = Path(tmp) / "plain.jsonl"
+                sides.append(([sys.executable, str(ROOT / "benchmarks" / "plain_train.py"), "--metrics", str(metrics),
+                               *args.plain_args.split()], metrics))
+            for cmd, _ in sides:
+                print(f"repeat {repeat + 1}/{args.repeats}, running:", " ".join(cmd), flush=True)
+            watched = watch(sides, args)
+            names = ["odenet", "plain torchdiffeq (example's recipe)"]
+            results = [side_result(name, cmd, *w, args) for name, (cmd, _), w in zip(names, sides, watched)]
+            for r in results:
+                report_side(r)
         if args.against_plain:
-            metrics = Path(tmp) / "plain.jsonl"
-            cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_train.py"), "--metrics", str(metrics),
-                   *args.plain_args.split()]
-            print("running:", " ".join(cmd), flush=True)
-            epochs, code, wall = watch(cmd, metrics, args)
-            sides.append(side_result("plain torchdiffeq (example's recipe)", cmd, epochs, code, wall, args))
-            report_side(sides[-1])
-    result = dict(sides[0])
+            result = {"target": args.target, "limit_s": args.limit, "odenet": results[0], "plain": results[1],
+                      "speedup": speedup(results[1], results[0]), "test_images": 10000, "repeat": repeat + 1,
+                      "side_by_side": True, "threads_per_side": args.threads}
+            print(f"repeat {repeat + 1}: odenet reached {args.target:.2%} {result['speedup']['text']} sooner than "
+                  f"the plain torchdiffeq run beside it", flush=True)
+        else:
+            result = results[0]
+        repeats.append(result)
+    result = repeats[0] if len(repeats) == 1 else {"repeats": repeats}
     if args.against_plain:
-        result = {"target": args.target, "limit_s": args.limit, "odenet": sides[0], "plain": sides[1],
-                  "speedup": speedup(sides[1], sides[0]), "test_images": 10000}
-        plot_comparison(result, folder / "time_to_accuracy.png")
-        print(f"odenet reached {args.target:.2%} {result['speedup']['text']} sooner than the plain torchdiffeq "
-              f"example (plot: {folder / 'time_to_accuracy.png'})")
+        plot_comparison(repeats, folder / "time_to_accuracy.png")
+        print(f"plot: {folder / 'time_to_accuracy.png'}")
     write_json("time_to_accuracy", result, args.out)
 
 

@@ -57,3 +57,26 @@ def test_time_to_accuracy_figure_plots_both_curves_and_the_limit_of_the_side_tha
     assert list(lines["plain: stopped at its 10-min limit"].get_xdata()) == [10.0, 10.0]
     assert list(lines["target 90%"].get_ydata()) == [0.9, 0.9]
     assert "odenet: stopped at its 10-min limit" not in lines
+
+
+def test_time_to_accuracy_runs_both_sides_at_once_and_stops_each_on_its_own(tmp_path):
+    import argparse
+    import sys
+    import time
+
+    from time_to_accuracy import watch
+
+    def side(name: str, accs: list[float]) -> tuple[list[str], Path]:
+        metrics = tmp_path / f"{name}.jsonl"
+        script = (f"import json, time\nfor k, a in enumerate({accs}):\n    time.sleep(0.4)\n"
+                  f"    open({str(metrics)!r}, 'a').write(json.dumps({{'split': 'test', 'epoch': k + 1, 'acc': a}}) + '\\n')\n"
+                  f"time.sleep(30)\n")
+        return [sys.executable, "-c", script], metrics
+
+    args = argparse.Namespace(target=0.9, limit=6.0, stop_at_target=True, threads=1)
+    start = time.perf_counter()
+    (fast, fast_code, fast_wall), (slow, slow_code, slow_wall) = watch(
+        [side("fast", [0.5, 0.95]), side("slow", [0.5, 0.6, 0.7])], args)
+    assert [e["acc"] for e in fast] == [0.5, 0.95] and fast_wall < 3  # stopped once it reached the target
+    assert [e["acc"] for e in slow] == [0.5, 0.6, 0.7] and slow_wall >= 6  # ran to its limit, beside the other
+    assert time.perf_counter() - start < 12 and fast_code != 0 and slow_code != 0  # both ran at once, then stopped
