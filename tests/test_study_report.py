@@ -100,3 +100,16 @@ def test_the_report_opens_with_the_headline_and_its_figure_plots_the_means(study
     matched = report.sections[1].text
     assert "| ODE-Net (reference) | 3 | 1 | — | 1 | — | 4.0 ± 0.0 |" in matched
     assert "| ODE-Net + kinetic 0.01 | 3 | 0.54 ± 0.06 | cheaper | 0.66 ± 0.06 | cheaper | 4.0 ± 0.0 |" in matched
+
+
+def test_the_matched_figure_plots_each_settings_mean_over_seeds(study):
+    report = combined_report(study)
+    acc_ax, err_ax = report.figures["matched"].axes[:2]
+    curves = {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata()))
+              for c in err_ax.containers}
+    # the plain model's dopri5 errors are the same on every seed: the geometric mean is the value itself
+    assert curves["ODE-Net, dopri5"][0] == [8, 14, 20, 32]
+    assert curves["ODE-Net, dopri5"][1] == pytest.approx([1e-1, 1e-2, 1e-3, 1e-5])
+    lever_nfe = curves["ODE-Net + kinetic 0.01, dopri5"][0]
+    assert lever_nfe == pytest.approx([8.5, 10.5, 14.5, 26.5])  # 0, 0.5 and 1 added over the seeds: mean 0.5
+    assert err_ax.get_yscale() == "log" and acc_ax.get_xscale() == "log"

@@ -58,11 +58,22 @@ def headline_table(methods: list[Method]) -> str:
         cells = []
         for column, value, spec in HEADLINE:
             e = m.over_seeds(value)
-            cells.append("—" if e is None or (column.startswith(("test nfe", "train nfe")) and not m.is_ode)
-                         else e.text(spec))
+            cell = "—" if e is None or (column.startswith(("test nfe", "train nfe")) and not m.is_ode) else e.text(spec)
+            if column == "time/epoch s" and e is not None and _spread(m, value) > NOISY_SPREAD:
+                cell += " (noisy)"
+            cells.append(cell)
         p = m.over_seeds(params)
         rows.append([m.name, str(len(m.runs)), *cells, fmt(int(p.mean) if p else None, ",")])
     return md_table(header, rows)
+
+
+NOISY_SPREAD = 0.2  # seeds' times differing by more than 20% of their mean: the machine's load, not the method
+
+
+def _spread(m: Method, value) -> float:
+    """(max − min) / mean of ``value`` over the method's seeds (0 for one seed)."""
+    xs = [v for v in map(value, m.runs) if v is not None]
+    return (max(xs) - min(xs)) / (sum(xs) / len(xs)) if len(xs) > 1 and sum(xs) > 0 else 0.0
 
 
 def provenance(methods: list[Method]) -> str:
@@ -306,7 +317,9 @@ def study_sections(methods: list[Method]) -> tuple[list, dict]:
     text = ("Per method: the mean over its seeds ± the 95% interval (Student t) of the final model's test "
             f"accuracy and test NFE (at the training tolerance), and of the last training epoch's mean NFE per step, "
             f"activation memory (MiB of tensors saved for backward per step) and seconds of training steps; "
-            f"{caption}. Times are only comparable within one table (the runs shared the machine).\n\n"
+            f"{caption}. Times are sums of the training steps' `time_step_ms`, comparable only within one table "
+            f"(the runs shared the machine with each other and with other work); *noisy* marks a method whose seeds' "
+            f"times differ by more than {100 * NOISY_SPREAD:g}% of their mean, which is load, not the method.\n\n"
             + headline_table(methods)
             + ("\n\n**What the numbers show**\n\n" + "\n".join(f"- {s}" for s in found) if found else ""))
     sections = [Section("Headline", text, ["headline"])]

@@ -3,12 +3,14 @@
 * :func:`fig_headline` — test accuracy against test NFE at the training tolerance, 95% intervals on both;
   the methods without an ODE block as horizontal bands;
 * :func:`fig_matched` — accuracy and solve error against NFE across the test-time sweep (dopri5 solid,
-  fixed-step rk4 dashed, Euler dotted), each point the mean over seeds of one setting;
+  fixed-step rk4 dashed, Euler dotted), each point the mean over seeds of one setting (the error's
+  geometric mean and the interval of its logarithm: errors span decades);
 * :func:`fig_nfe_training` — mean NFE per training step, epoch by epoch, mean over seeds with its interval.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -52,8 +54,9 @@ def fig_headline(methods: list[Method], caption: str) -> Figure:
     return finish_figure(fig, ax)
 
 
-def _setting_means(method: Method, solver: str, key: str) -> list[tuple[float, float, float, float]]:
-    """(mean NFE, NFE half-width, mean ``key``, its half-width) per sweep setting of ``solver``, over seeds."""
+def _setting_means(method: Method, solver: str, key: str, log: bool = False) -> list[tuple[float, ...]]:
+    """(mean NFE, NFE half-width, ``key``'s mean, its distance below, above) per sweep setting of ``solver``, over
+    seeds; with ``log`` the geometric mean and the interval of log10 ``key`` (errors span decades)."""
     by_setting = defaultdict(list)
     for run in method.runs:
         for r in run.sweep:
@@ -61,22 +64,30 @@ def _setting_means(method: Method, solver: str, key: str) -> list[tuple[float, f
                 by_setting[r.get("tol") or r.get("steps")].append((r["nfe_forward"], r[key]))
     points = []
     for values in by_setting.values():
-        nfe, y = estimate(v[0] for v in values), estimate(v[1] for v in values)
-        points.append((nfe.mean, nfe.half or 0.0, y.mean, y.half or 0.0))
+        nfe = estimate(v[0] for v in values)
+        if log:
+            y = estimate(math.log10(v[1]) for v in values if v[1] > 0)
+            if y is None:
+                continue
+            mid = 10 ** y.mean
+            points.append((nfe.mean, nfe.half or 0.0, mid, mid - 10 ** y.low, 10 ** y.high - mid))
+        else:
+            y = estimate(v[1] for v in values)
+            points.append((nfe.mean, nfe.half or 0.0, y.mean, y.half or 0.0, y.half or 0.0))
     return sorted(points)
 
 
-def _curves(ax: Axes, methods: list[Method], key: str, colour: dict[str, str]) -> None:
+def _curves(ax: Axes, methods: list[Method], key: str, colour: dict[str, str], log: bool = False) -> None:
     for m in methods:
         if not m.is_ode:
             continue
         for solver, style in LINESTYLES.items():
-            points = _setting_means(m, solver, key)
+            points = _setting_means(m, solver, key, log)
             if not points:
                 continue
-            xs, xh, ys, yh = zip(*points)
-            ax.errorbar(xs, ys, xerr=xh, yerr=yh, ls=style, marker="o", ms=3, capsize=2, color=colour[m.name],
-                        label=f"{m.name}, {solver}")
+            xs, xh, ys, below, above = zip(*points)
+            ax.errorbar(xs, ys, xerr=xh, yerr=[below, above], ls=style, marker="o", ms=3, capsize=2,
+                        color=colour[m.name], label=f"{m.name}, {solver}")
 
 
 def fig_matched(methods: list[Method], caption: str) -> Figure:
@@ -86,7 +97,7 @@ def fig_matched(methods: list[Method], caption: str) -> Figure:
     colour = colours(methods)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((left, "acc", "test acc"), (right, "ode_error", "ODE block error (vs float64 reference)")):
-        _curves(ax, methods, key, colour)
+        _curves(ax, methods, key, colour, log=key == "ode_error")
         ax.set_xscale("log")
         ax.set_xlabel("test nfe_forward per batch")
         ax.set_ylabel(label)
