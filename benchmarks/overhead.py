@@ -17,8 +17,7 @@ import torch
 from common import fashion_batches, machine, now, parser, setup, table, write_json
 
 from odenet.models import create_backbone
-from odenet.models.ode import read_nfe, reset_nfe, set_solver
-from odenet.solve import SolverSettings
+from odenet.models.ode import read_nfe, set_solver
 from plain import ODEBlock as PlainBlock
 from plain import ODEfunc, copy_weights
 

@@ -10,6 +10,7 @@ runs (``odenet-report`` never imports torch).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +20,9 @@ from odenet.registry import closest
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> int:
-    """Print ``error: message`` on one line (a newline inside a user's input is shown as \\n) → ``code``."""
-    message = str(message).replace("\r", "\\r").replace("\n", "\\n")
+    """Print ``error: message`` on one line (a newline or other control character inside a user's input is shown
+    escaped, as \\n or \\x00) → ``code``."""
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
     print(f"error: {message}", file=sys.stderr)
     return code
 
@@ -30,9 +32,10 @@ def run_command(command: Callable[[], int | None]) -> int:
     try:
         return command() or EXIT_OK
     except (UserError, RunFailure, Interrupted, StoppedAtOnce) as exc:
-        code = exit_code(exc)
-        print(str(exc) if isinstance(exc, (Interrupted, StoppedAtOnce)) else f"error: {exc}", file=sys.stderr)
-        return code
+        if isinstance(exc, (Interrupted, StoppedAtOnce)):
+            print(str(exc), file=sys.stderr)
+            return exit_code(exc)
+        return fail(str(exc), exit_code(exc))
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -41,9 +44,17 @@ def train_main(argv: list[str] | None = None) -> int:
         from odenet.train.config import parse_train_args
 
         cfg = parse_train_args(argv)  # before the trainer (and torch) is imported: --help answers at once
+        from odenet.run.tensorboard import links
         from odenet.train.trainer import train
 
-        train(cfg)
+        summary = train(cfg)
+        run_dir = Path(summary["run_dir"])
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 says it
+            return
+        if cfg.solver is not None:
+            print(f"next: python eval.py --checkpoint {run_dir / 'last.pt'} --tols 1e-1,1e-2,1e-3,1e-4 (accuracy and "
+                  f"NFE against the test-time tolerance)")
+        print(links(run_dir.parent))
 
     return run_command(command)
 
@@ -51,10 +62,13 @@ def train_main(argv: list[str] | None = None) -> int:
 def eval_main(argv: list[str] | None = None) -> int:
     """``eval.py`` / ``odenet-eval``."""
     def command() -> None:
+        if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
+            print("eval: starting (importing torch and odenet)", flush=True)  # seconds, on a busy machine
         from odenet.evaluate.sweep import parse_eval_args, run_eval
+        from odenet.run.tensorboard import links
 
         out = run_eval(parse_eval_args(argv))
-        print(f"sweep written to {out} (sweep.csv, sweep.json, report.md, report.html)")
+        print(f"sweep written to {out} (sweep.csv, sweep.json, report.md, report.html); {links(out)}")
 
     return run_command(command)
 
@@ -64,8 +78,11 @@ def grid_main(argv: list[str] | None = None) -> int:
     def command() -> None:
         from odenet.grid import parse_grid_args, run_grid
 
+        from odenet.run.tensorboard import links
+
         _, out = run_grid(parse_grid_args(argv))
         print(f"combined report: {out / 'report.md'} and {out / 'report.html'}")
+        print(links(out))
 
     return run_command(command)
 
@@ -82,13 +99,19 @@ def report_main(argv: list[str] | None = None) -> int:
     def command() -> None:
         from odenet.reports import combined_report, common_parent, find_runs, write_report
         from odenet.run.dirs import check_writable
+        from odenet.run.tensorboard import links, write_study
+        from odenet.run.tensorboard import write_report as write_tensorboard_report
 
         args = parser.parse_args(argv)
         runs = find_runs(args.runs)
         out = Path(args.out) if args.out else common_parent([r.path for r in runs])
         check_writable(out)
-        written = write_report(combined_report(runs, args.title), out)
+        report = combined_report(runs, args.title)
+        written = write_report(report, out)
+        write_tensorboard_report(report, str(out / "_report"), "report")  # TensorBoard's copy says the same
+        write_study(runs, out / "_report")
         print(f"report of {len(runs)} runs: {written['report.md']} and {written['report.html']}")
+        print(links(out))
 
     return run_command(command)
 
@@ -97,8 +120,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     """``make demo`` / ``odenet-demo``."""
     from odenet.demo import parse_demo_args, run_demo
 
-    args = parse_demo_args(argv)
-    return run_command(lambda: run_demo(args))
+    return run_command(lambda: run_demo(parse_demo_args(argv)))
 
 
 def dynamics_main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import re
 import sys
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +185,9 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") \
             from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests its values deeper than any odenet setting; pass a flat mapping of "
+                          f"option: value") from None
 
 
 def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import struct
 from pathlib import Path
@@ -12,6 +13,20 @@ import pytest
 import torch
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def snapshot(folder: Path) -> dict[Path, tuple[str, int]]:
+    """Each file under ``folder``: (sha256, mtime), to check that a refusal changed nothing."""
+    return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_sentence(code: int, err: str, *fragments: str, exit_code: int = 2) -> None:
+    """A refusal as users see it: exit ``exit_code``, one line starting "error: ", no traceback."""
+    assert code == exit_code, err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,11 +52,66 @@ def test_demo_runs_end_to_end(tmp_path):
                              "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    # the summary table's header; the trainer's own "run <dir> | ..." lines come before it
-    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["run", "test", "acc"]) + 2
+    assert lines[0].startswith("grid: 5 runs in ")  # the first line comes at once
+    assert sum(line.startswith("grid: ") and " left " in line for line in lines) == 4  # the time left, after each
+    # the summary table's header; each point's "[k/5] ..." lines come before it
+    start = next(i for i, line in enumerate(lines) if line.split()[:4] == ["run", "seed", "test", "acc"]) + 2
     table = lines[start:start + 5]
     assert table[0].startswith("stem-only") and table[1].startswith("resnet")
-    assert "direct" in table[2] and "adjoint" in table[3] and "kinetic" in table[4]
+    assert "direct" in table[2] and "adjoint" in table[3] and "reuse" in table[4]
+    assert lines[-1].startswith("next: tensorboard --logdir ") and "?smoothing=0" in lines[-1]
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Table 1 (Chen et al. 2018)" in report and "fig3c_nfe_forward_vs_backward.png" in report
     assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000
+
+
+def first_hour_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## The first hour", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_readmes_first_hour_learns_on_mnist_5k(tmp_path):
+    """Every command of the README's first hour, as written, in a fresh folder (about 10 minutes on 2 cores)."""
+    commands = first_hour_commands()
+    assert commands[0] == "source .venv/bin/activate"
+    for name in ("train.py", "eval.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for folder in ("configs", "examples"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    for command in commands[1:]:
+        result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=1200)
+        assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
+    odenet_run = json.loads((tmp_path / "runs" / "odenet" / "summary.json").read_text())
+    resnet_run = json.loads((tmp_path / "runs" / "resnet" / "summary.json").read_text())
+    assert odenet_run["test"]["acc"] > 0.9 and resnet_run["test"]["acc"] > 0.9  # learns, in 3 epochs
+    adjoint = json.loads((tmp_path / "runs" / "adjoint" / "summary.json").read_text())
+    assert adjoint["train_last_epoch"]["act_mem_mb"] < 0.5 * odenet_run["train_last_epoch"]["act_mem_mb"]
+    assert (tmp_path / "runs" / "odenet" / "sweep.json").is_file()
+    assert (tmp_path / "runs" / "first-hour" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_readmes_set_up_commands_work_on_a_fresh_copy(tmp_path):
+    """`make demo` from nothing (a new .venv, pip included), then `make test`'s set-up (collecting the tests only:
+    the suite itself is what runs this test). About 10 minutes on 2 cores; the timing is printed."""
+    tree = tmp_path / "odenet"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "build", "site",
+                                                              "__pycache__", "*.egg-info", ".pytest_cache"))
+    started = time.perf_counter()
+    demo = subprocess.Popen(["make", "demo"], cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_line = demo.stdout.readline()
+    first_after = time.perf_counter() - started
+    out = first_line + demo.stdout.read()
+    assert demo.wait(timeout=1800) == 0, out[-3000:]
+    print(f"make demo: {time.perf_counter() - started:.0f} s in all; first line after {first_after:.1f} s")
+    assert first_after < 60 and "setting up .venv" in first_line
+    acc = {d.name: json.loads((d / "summary.json").read_text())["test"]["acc"]
+           for d in (tree / "runs" / "demo").iterdir() if (d / "summary.json").is_file()}
+    assert acc["resnet-s0"] >= 0.97 and acc["odenet-dopri5-tol0.001-direct-s0"] >= 0.97, acc
+    collect = subprocess.run(["make", "test", "PYTEST_ADDOPTS=--collect-only -q"], cwd=tree, capture_output=True,
+                             text=True, timeout=1200)
+    assert collect.returncode == 0 and " tests collected" in collect.stdout, collect.stdout[-2000:]

@@ -73,6 +73,7 @@ def test_bad_flags_are_one_clear_sentence(argv, message):
     ("adjoint: 3\n", "expects true or false"),
     ("- a\n- b\n", "must be a mapping"),
     ("epochs: [\n", "is not valid YAML"),
+    ("lr: " + "[" * 5000 + "]" * 5000 + "\n", "nests its values deeper"),
 ])
 def test_bad_yaml_is_one_clear_sentence(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):

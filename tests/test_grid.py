@@ -34,7 +34,7 @@ def test_adjoint_only_options_apply_to_the_adjoint_points_only(tmp_path):
 
 
 def test_grid_over_other_options_names_them_and_fixed_solvers_take_steps(tmp_path):
-    runs = expand(plan(tmp_path, [{"backbone": ["odenet"], "solver": ["rk4"], "tol": [1e-3], "lr": [0.1, 0.05]}]))
+    runs = expand(plan(tmp_path, [{"backbone": ["odenet"], "solver": ["rk4"], "lr": [0.1, 0.05]}]))
     assert [r.run_name for r in runs] == ["odenet-rk4-steps6-direct-lr0.1-s0", "odenet-rk4-steps6-direct-lr0.05-s0"]
 
 
@@ -72,6 +72,10 @@ def test_every_shipped_config_loads():
             assert len(fit_configs(cfg, explicit)) == 5
         elif path.name == "dynamics-latent.yaml":
             assert resolve_latent(*parse(LatentConfig, ["--config", str(path)], "t", "t")).iters > 0
+        elif path.name == "dynamics-heartbeats.yaml":
+            from odenet.dynamics.beats_config import HeartbeatsConfig, resolve_heartbeats
+
+            assert resolve_heartbeats(*parse(HeartbeatsConfig, ["--config", str(path)], "t", "t")).iters > 0
         elif "grid" in yaml.safe_load(path.read_text()):
             assert expand(load_plan(GridArgs(config=str(path))))
         else:

@@ -16,7 +16,7 @@ import pytest
 from odenet.cli import grid_main
 from odenet.errors import RunFailure
 from odenet.grid import LaunchOptions, GridPlan, run_grid
-from odenet.grid.launch import gpu_slots, point_line, threads_per_job, timeout_minutes
+from odenet.grid.launch import gpu_slots, point_line, point_threads, timeout_minutes
 
 # Four mnist-5k ODE-Net points, a few steps each (NFE vary by tolerance and seed).
 GRID = ["--backbones", "odenet", "--tols", "0.1,0.01", "--seeds", "0,1", "--no-eval",
@@ -54,16 +54,20 @@ def test_gpus_are_handed_out_round_robin_k_per_gpu():
     assert gpu_slots(3, 1, []) == [None, None, None]
 
 
-def test_cpu_threads_are_divided_between_the_jobs(monkeypatch):
-    monkeypatch.setattr("odenet.grid.launch.cpu_cores", lambda: 2)
-    assert [threads_per_job(LaunchOptions(), n) for n in (1, 2, 4)] == [2, 1, 1]
-    assert threads_per_job(LaunchOptions(threads_per_job=3), 2) == 3
+def test_every_point_runs_on_a_fixed_thread_count_whatever_the_jobs(monkeypatch):
+    # A point's float rounding depends on its thread count: fixed (1, or --threads-per-job), never cores / jobs.
+    monkeypatch.setattr("odenet.grid.launch.cpu_cores", lambda: 4)
+    assert [point_threads(LaunchOptions(jobs=n)) for n in (1, 2, 4)] == [1, 1, 1]
+    assert point_threads(LaunchOptions(jobs=2, threads_per_job=3)) == 3
+    assert point_threads(LaunchOptions(launcher="submitit", slurm_cpus_per_job=4)) == 4
 
 
 def test_slurm_time_and_the_finished_point_line():
     assert [timeout_minutes(t) for t in ("90", "30:00", "1:30:00", "0:00:30")] == [90, 30, 90, 1]
     ok = {"run_name": "r", "status": "ok", "acc": 0.8125, "nfe_forward": 26.0, "wall_s": 12.34, "run_dir": "d"}
-    assert point_line(ok, 2, 4) == "[2/4] r: test acc 0.8125, nfe_forward 26.0, 12.3 s"
+    assert point_line(ok, 2, 4) == "[2/4] r: test acc 0.8125, nfe_forward 26.0, 12 s training"
+    whole = {**ok, "started": 100.0, "ended": 130.0}  # the point's process, sweep included
+    assert point_line(whole, 2, 4) == "[2/4] r: test acc 0.8125, nfe_forward 26.0, 30 s in all, 12 s of it training"
     bad = {"run_name": "r", "status": "failed", "exit_code": 3, "message": "the solve blew up", "run_dir": "d"}
     assert point_line(bad, 3, 4) == "[3/4] r failed (exit 3): the solve blew up (run directory d)"
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl import rk_common
 from torchdiffeq._impl.dopri5 import Dopri5Solver
-from torchdiffeq._impl.misc import _rms_norm
 
 from odenet.solve import host as fast_rk
 from odenet.models.regularizers import IntegralsField, initial_state, recording_step_errors, state_norm

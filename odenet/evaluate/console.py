@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from typing import Any
 
 from tqdm import tqdm
@@ -34,22 +35,29 @@ def format_table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 class Progress:
-    """One line per finished setting on stdout, or a tqdm bar on a terminal's stderr."""
+    """What eval.py says while it sweeps: a line at once (reading the checkpoint and the test images takes a
+    while), then one per finished setting with the time left at the mean time a setting has taken so far
+    (evaluation passes, reference solves and memory probe included); on a terminal a tqdm bar on stderr instead of
+    the per-setting lines."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar, self.started = None, time.perf_counter()
+        print("eval: reading the checkpoint, building the model and loading the test images", flush=True)
 
     def __call__(self, done: int, total: int, row: dict[str, Any]) -> None:
         label = setting_label(row["solver"], row["tol"], row["steps"])
+        elapsed = time.perf_counter() - self.started
+        left = f"; about {elapsed / done * (total - done):.0f} s left" if done < total else ""
         if sys.stderr.isatty():
             if self.bar is None:
                 # A terminal that reports no size (0 columns) still gets a bar of 80.
-                self.bar = tqdm(total=total, desc="sweep", unit="setting", file=sys.stderr, leave=False,
-                                ncols=shutil.get_terminal_size((80, 24)).columns or 80)
+                self.bar = tqdm(total=total, desc="sweep", unit="setting", file=sys.stderr,
+                                leave=False, ncols=shutil.get_terminal_size((80, 24)).columns or 80)
             self.bar.set_postfix_str(f"{label}: acc {row['acc']:.4f}")
             self.bar.update(1)
             if done == total:
                 self.bar.close()
-        else:
-            nfe = f", nfe_forward {row['nfe_forward']:.1f}" if "nfe_forward" in row else ""
-            print(f"[{done}/{total}] {label}: acc {row['acc']:.4f}{nfe}, time_ms {row['time_ms']:.1f}", flush=True)
+            return
+        nfe = f", nfe_forward {row['nfe_forward']:.1f}" if "nfe_forward" in row else ""
+        print(f"[{done}/{total}] {label}: acc {row['acc']:.4f}{nfe}, time_ms {row['time_ms']:.1f}; "
+              f"{elapsed:.0f} s so far{left}", flush=True)

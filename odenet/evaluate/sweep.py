@@ -8,10 +8,8 @@ same input (Chen et al. 2018, Fig. 3a).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from odenet.config import ConfigError, coerce, flag, opt, parse
+from odenet.config import ConfigError, flag, opt, parse
 from odenet.data import build_loaders
 from odenet.evaluate.console import Progress, format_table, setting_label
 from odenet.evaluate.per_sample_eval import PerSampleEval
@@ -30,10 +28,13 @@ from odenet.solve import SOLVERS, SolverError, is_adaptive
 from odenet.naming import solver_label
 from odenet.registry import closest
 from odenet.reports import still_an_ode, sweep_report, tighter, write_report, write_sweep_files
-from odenet.run.checkpoint import load_checkpoint
+from odenet.errors import RunFailure
+from odenet.run.checkpoint import load_checkpoint, load_weights
+from odenet.run.dirs import check_writable
 from odenet.run.tensorboard import write_report as write_tensorboard_report
 from odenet.train.build import build_model, pick_device, speed_up
-from odenet.train.config import TrainConfig, resolve_train_config
+from odenet.train.config import TrainConfig, recipe_inapplicable, saved_train_config
+from odenet.train.interrupts import out_of_memory
 from odenet.train.step import evaluate, to_device
 
 
@@ -128,6 +129,9 @@ def plan_settings(cfg: EvalConfig, train: TrainConfig) -> list[Setting]:
             raise ConfigError(f"{', '.join(given)} asked of a {train.backbone} checkpoint, which has no ODE solver; "
                               f"drop {'them' if len(given) > 1 else 'it'}")
         return [Setting(None)]
+    for name, why in inapplicable_sweep_options(cfg.solvers or [train.solver]).items():
+        if getattr(cfg, name):
+            raise ConfigError(why)
     settings: list[Setting] = []
     # A tolerance of the sweep is rtol; atol keeps the training's atol / rtol ratio, so the row at the
     # training tolerance is exactly the training setting (usually rtol = atol).
@@ -149,6 +153,18 @@ def plan_settings(cfg: EvalConfig, train: TrainConfig) -> list[Setting]:
     return settings
 
 
+def inapplicable_sweep_options(solvers: list[str]) -> dict[str, str]:
+    """--tols without an adaptive solver among ``solvers``, --steps without a fixed-step one, each with why."""
+    found = {}
+    if not any(is_adaptive(s) for s in solvers):
+        found["tols"] = (f"--tols apply to adaptive solvers, and the sweep's ({', '.join(solvers)}) take steps: drop "
+                         f"--tols, or add an adaptive solver to --solvers")
+    if all(is_adaptive(s) for s in solvers):
+        found["steps"] = (f"--steps apply to fixed-step solvers, and the sweep's ({', '.join(solvers)}) choose their "
+                          f"own: drop --steps, or add a fixed-step solver to --solvers")
+    return found
+
+
 def apply_setting(model: nn.Module, s: Setting) -> None:
     if s.tol is not None:
         set_solver(model, method=s.solver, tol=s.tol, atol=s.atol, steps=None, seminorm=False)
@@ -168,7 +184,9 @@ def sweep_checkpoint(cfg: EvalConfig, progress: Callable[[int, int, dict], None]
     """
     device = pick_device(cfg.device)
     state = load_checkpoint(cfg.checkpoint, map_location="cpu", required=("model", "config", "epoch"))
-    train = _train_config(state, cfg.checkpoint)
+    train = saved_train_config(state, cfg.checkpoint)
+    if cfg.data_dir and "data_dir" in recipe_inapplicable({"dataset": train.dataset}):
+        raise ConfigError(recipe_inapplicable({"dataset": train.dataset})["data_dir"])
     settings = plan_settings(cfg, train)
     batch_size = cfg.batch_size or train.test_batch_size
     data = build_loaders(train.dataset, batch_size=train.batch_size, test_batch_size=batch_size,
@@ -178,7 +196,7 @@ def sweep_checkpoint(cfg: EvalConfig, progress: Callable[[int, int, dict], None]
     limit = cfg.limit_test_batches or (math.ceil(train_images / batch_size) if train_images < data.test_size
                                        else None)
     model = build_model(train, data).to(device)
-    model.load_state_dict(state["model"])
+    load_weights(model, state, cfg.checkpoint, "pass a last.pt or best.pt that train.py wrote")
     model.eval()
     tols = [s.tol for s in settings if s.tol is not None]
     ref_tol = cfg.reference_tol or (tighter(min(tols)) if tols else 1e-7)
@@ -202,7 +220,8 @@ def sweep_checkpoint(cfg: EvalConfig, progress: Callable[[int, int, dict], None]
             "train_solver": train.solver,
             "reference": (f"float64 dopri5 at rtol = atol = {ref_tol:g}, first {cfg.reference_images} images of each "
                           f"batch") if reference else None,
-            "images": rows[0]["images"], "batch_size": batch_size, "limited": rows[0]["images"] < train_images,
+            "images": rows[0]["images"], "limited": rows[0]["images"] < train_images,
+            "batch_size": min(batch_size, rows[0]["images"]),  # what ran: a larger --batch-size held them all
             "train_test_images": train_images, "act_mem_batch_size": len(probe[1]), "timing": timing,
             "notes": sweep_notes(rows, model), "device": str(device), "epoch": state["epoch"],
             "config": train.to_dict()}
@@ -236,29 +255,6 @@ def sweep_notes(rows: list[dict[str, Any]], model: nn.Module) -> list[str]:
     if dtype == torch.float32 and any(r["solver"] == "dopri8" for r in rows):
         notes.append(DOPRI8_NOTE)
     return notes
-
-
-def _train_config(state: dict, path: str) -> TrainConfig:
-    """The checkpoint's saved config, checked by the rules train.py applies to its own input."""
-    saved = state["config"]
-    if not isinstance(saved, dict):
-        raise ConfigError(f"checkpoint {path} holds no readable config (a {type(saved).__name__}); pass a last.pt "
-                          f"or best.pt that train.py wrote")
-    hints = typing.get_type_hints(TrainConfig)
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    values = {}
-    for key, value in saved.items():
-        if key not in names:
-            raise ConfigError(f"checkpoint {path} holds a config with the unknown key {key!r}"
-                              f"{closest(str(key), names)}; evaluate it with the odenet version that wrote it")
-        values[key] = coerce(f"{key} in the config of checkpoint {path}", hints[key], value)
-    cfg = TrainConfig(**values)
-    try:
-        resolve_train_config(cfg, set())
-    except ConfigError as exc:
-        raise ConfigError(f"checkpoint {path} holds a config train.py refuses ({exc}); pass a checkpoint train.py "
-                          f"wrote, or restore its config") from None
-    return cfg
 
 
 @dataclass
@@ -351,16 +347,28 @@ def run_eval(cfg: EvalConfig, show: bool = True) -> Path:
 
     Returns the output folder. Nothing is written unless every setting was measured.
     """
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent
+    check_writable(out, "--out")  # before any setting is measured, not after
     per_sample = PerSampleEval() if cfg.per_sample else None
-    meta, rows = sweep_checkpoint(cfg, progress=Progress() if show else None, after_setting=per_sample)
+    with out_of_memory(f"the sweep of {cfg.checkpoint}", "nothing was written", "a smaller --batch-size"):
+        meta, rows = sweep_checkpoint(cfg, progress=Progress() if show else None, after_setting=per_sample)
     if show:
         print(format_table(meta, rows))
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent
-    write_sweep_files(meta, rows, out)
-    report = sweep_report(meta, rows)
-    if per_sample is not None:
-        per_sample.finish(out, report, show=show, tensorboard=cfg.tensorboard)
-    write_report(report, out)
-    if cfg.tensorboard:
-        write_tensorboard_report(report, str(out), "sweep")
+    meta["per_sample"] = cfg.per_sample
+    try:
+        # An earlier sweep's --per-sample outputs belong to it: removed before this sweep is written, so that no
+        # report shows them beside a sweep they are not of (a --per-sample sweep writes its own after sweep.json).
+        for stale in [*(out / f for f in ("per_sample.csv", "per_sample.json", "per_sample_images.npz")),
+                      *out.glob("per_sample_*.png")]:
+            stale.unlink(missing_ok=True)
+        write_sweep_files(meta, rows, out)
+        report = sweep_report(meta, rows)
+        if per_sample is not None:
+            per_sample.finish(out, report, show=show, tensorboard=cfg.tensorboard)
+        write_report(report, out)
+        if cfg.tensorboard:
+            write_tensorboard_report(report, str(out), "sweep")
+    except OSError as exc:
+        raise RunFailure(f"writing the sweep to {out} failed ({exc.strerror or exc}); the checkpoint is unchanged: "
+                         f"free space or choose another --out, and run eval.py again") from None
     return out

@@ -86,9 +86,9 @@ def _record_of(proc: subprocess.Popen, spec: dict[str, Any]) -> dict[str, Any]:
     """The record the point's process wrote, or one saying how it died before it could."""
     run_dir = Path(spec["config"]["out_dir"]) / spec["config"]["run_name"]
     path = run_dir / RECORD
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, RecursionError):
         record = json.loads(path.read_text())
-        if record.get("pid") == proc.pid:
+        if isinstance(record, dict) and record.get("pid") == proc.pid:
             return record
     code = proc.returncode
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"

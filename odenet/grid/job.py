@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 import socket
 import sys
 import time
@@ -20,10 +21,12 @@ from typing import Any
 
 import torch
 
+from odenet.config import ConfigError, coerce
 from odenet.errors import EXIT_OK, Interrupted, RunFailure, UserError, exit_code
-from odenet.evaluate.sweep import EvalConfig, run_eval
-from odenet.run.files import write_json
-from odenet.train.config import TrainConfig
+from odenet.evaluate.sweep import EvalConfig, inapplicable_sweep_options, run_eval
+from odenet.run.dirs import RunLock
+from odenet.run.files import read_mapping, write_json
+from odenet.train.config import TrainConfig, resolve_train_config
 from odenet.train.trainer import train
 
 RECORD = "grid-job.json"  # in each run directory: where and when the point ran, and how it ended
@@ -36,18 +39,18 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     ``threads`` (torch CPU threads or None), ``cuda_visible_devices`` (or None), ``distributed``
     (a multi-task submitit job: join its tasks as one DDP run).
     """
-    # Before any torch work (importing torch does none): CUDA reads the variable when it initialises,
-    # and N jobs on C cores must use C threads between them, not N × C.
+    # Before any torch work (importing torch does none): CUDA reads the variable when it initialises.
     if spec.get("cuda_visible_devices") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec["cuda_visible_devices"]
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
     if spec.get("distributed"):
         _export_submitit_distributed_env()
     cfg = TrainConfig(**spec["config"])
+    threads = cfg.threads or spec.get("threads")  # the point's own count (odenet.grid.launch.point_threads)
+    if threads:
+        torch.set_num_threads(threads)
     run_dir = Path(cfg.out_dir) / cfg.run_name
     record: dict[str, Any] = {"run_name": cfg.run_name, "run_dir": str(run_dir), "host": socket.gethostname(),
-                              "pid": os.getpid(), "threads": spec.get("threads"),
+                              "pid": os.getpid(), "threads": torch.get_num_threads(),
                               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                               "resumed": cfg.resume is not None, "started": time.time()}
     try:
@@ -62,7 +65,8 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
         traceback.print_exc()
         record.update(status="failed", exit_code=1, message=f"{type(exc).__name__}: {exc}")
     record["ended"] = time.time()
-    if _is_main() and run_dir.is_dir():
+    # A run another process holds (a second grid on this out_dir was refused its lock) keeps its own record.
+    if _is_main() and run_dir.is_dir() and RunLock.holder(run_dir) is None:
         write_json(run_dir / RECORD, record)
     return record
 
@@ -79,8 +83,19 @@ def evaluate_run(run_dir: Path, ev: dict[str, Any]) -> None:
     done = run_dir / "sweep.json"
     if done.is_file() and done.stat().st_mtime >= last.stat().st_mtime:
         return
-    cfg = EvalConfig(**{**ev, "checkpoint": str(last), "out": str(run_dir)})
-    run_eval(cfg, show=False)  # the grid announces each point itself
+    saved = read_mapping(run_dir / "config.yaml", f"delete {run_dir} and run the grid again", "run config")
+    # The grid's sweep options that this point's solvers take no use of (tolerances of an rknet) are left out,
+    # as the grid leaves a training option out of a point it does not apply to; eval.py refuses them given.
+    unused = inapplicable_sweep_options(ev.get("solvers") or [saved.get("solver")])
+    cfg = EvalConfig(**{**{k: v for k, v in ev.items() if k not in unused}, "checkpoint": str(last),
+                        "out": str(run_dir)})
+    threads, before = saved.get("threads"), torch.get_num_threads()
+    if isinstance(threads, int) and threads > 0:  # swept with the thread count it trained with, wherever it runs
+        torch.set_num_threads(threads)
+    try:
+        run_eval(cfg, show=False)  # the grid announces each point itself
+    finally:
+        torch.set_num_threads(before)
 
 
 def _is_main() -> bool:
@@ -98,13 +113,46 @@ def _export_submitit_distributed_env() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m odenet.grid SPEC_JSON``: one point in a process of its own; exit code as train.py's."""
+    """``python -m odenet.grid SPEC_JSON``: one point in a process of its own; exit code as train.py's.
+
+    The launchers pass the spec; a missing or damaged one is one sentence and exit 2, as any bad input.
+    """
     argv = sys.argv[1:] if argv is None else argv
     try:
-        record = run_point(json.loads(argv[0]))
+        spec = read_spec(argv)
+        record = run_point(spec)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code(exc)
     except BaseException as exc:  # a second signal stops at once: the grid records how this process ended
         print(str(exc) or type(exc).__name__, file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     if record.get("message"):
         print(f"error: {record['message']}", file=sys.stderr)
     return record["exit_code"]
+
+
+def read_spec(argv: list[str]) -> dict[str, Any]:
+    """The one argument of ``python -m odenet.grid``: a point's spec as JSON (what odenet-grid's launchers pass)."""
+    usage = "python -m odenet.grid takes one argument, a grid point's spec as JSON; run odenet-grid, which passes it"
+    if len(argv) != 1:
+        raise UserError(f"{usage} (got {len(argv)} arguments)")
+    try:
+        spec = json.loads(argv[0])
+    except (json.JSONDecodeError, RecursionError):
+        raise UserError(f"{usage} (the argument is not JSON)") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        raise UserError(f"{usage} (the argument is no object with a config)")
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(str(k) for k in spec["config"] if k not in hints or k == "config")
+    if unknown:
+        raise UserError(f"{usage} (its config has the unknown key {unknown[0]!r})")
+    missing = [k for k in ("out_dir", "run_name") if not isinstance(spec["config"].get(k), str)]
+    if missing:
+        raise UserError(f"{usage} (its config lacks {missing[0]})")
+    try:
+        values = {k: coerce(k, hints[k], v) for k, v in spec["config"].items()}
+        resolve_train_config(TrainConfig(**values), set())
+    except ConfigError as exc:
+        raise UserError(f"{usage} (its config is refused: {exc})") from None
+    return {**spec, "config": values}

@@ -7,6 +7,11 @@ Three engines run the same job function (:func:`odenet.grid.job.run_point`):
   interpreter, so CUDA_VISIBLE_DEVICES and the thread count are set before torch starts, and a
   point that crashes or is killed takes no other point with it);
 * ``--launcher submitit``: one Slurm job array (or submitit's local executor), one task per point.
+
+A point's numbers do not depend on how it is launched: every point runs with the same number of CPU threads
+(:func:`point_threads`: ``--threads-per-job``, else :data:`DEFAULT_THREADS`, whatever ``--jobs``), recorded in
+its config.yaml, because float rounding, so the last digits of losses and NFE, depends on the thread count.
+Bit for bit the same numbers need the same thread count, device, torch and machine type.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,18 +29,24 @@ import torch
 from tqdm import tqdm
 
 from odenet.config import ConfigError, flag, opt
+from odenet.train import interrupts
+from odenet.train.interrupts import check_threads
 
 LAUNCHERS = ("local", "submitit")
 EXECUTORS = ("slurm", "local")
+DEFAULT_THREADS = 1  # per point, whatever --jobs: the same numbers from --jobs 1 and --jobs N
+MAX_JOBS = 4096  # more processes at once than any one machine runs: a typo, refused before any is started
 
 
 @dataclass
 class LaunchOptions:
     jobs: int = opt(1, "grid points trained at once, each in its own process (local launcher)", metavar="N")
     jobs_per_gpu: int = opt(1, "grid points sharing one GPU (GPUs are given round-robin)", metavar="K")
-    threads_per_job: int | None = opt(None, "CPU threads of each point (default: the cores / --jobs)", metavar="T")
-    launcher: str = opt("local", "local (this machine), or submitit (a Slurm job array; pip install "
-                                 "'odenet[cluster]')")
+    threads_per_job: int | None = opt(None, f"CPU threads of each point (default: {DEFAULT_THREADS}, whatever "
+                                            f"--jobs, so that a point's numbers do not depend on it; recorded in its "
+                                            f"config.yaml)", metavar="T")
+    launcher: str = opt("local", "local (this machine), or submitit (a Slurm job array; from the "
+                                 "repository root: pip install -e '.[cluster]')")
     submitit_executor: str = opt("slurm", "with --launcher submitit: slurm, or local (submitit's local executor: "
                                           "real processes on this machine)")
     slurm_partition: str | None = opt(None, "Slurm partition", metavar="NAME")
@@ -63,6 +75,12 @@ def check_launch(opts: LaunchOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
+    for name, limit in (("jobs", MAX_JOBS), ("slurm_array_parallelism", MAX_JOBS), ("threads_per_job", MAX_JOBS),
+                        ("slurm_cpus_per_job", MAX_JOBS), ("slurm_nodes", MAX_JOBS), ("jobs_per_gpu", MAX_JOBS),
+                        ("slurm_gpus_per_job", MAX_JOBS)):
+        value = getattr(opts, name)
+        if value is not None and value > limit:
+            raise ConfigError(f"{flag(name)} {value:,} is more than any machine runs at once; give at most {limit:,}")
     if opts.slurm_gpus_per_job < 0:
         raise ConfigError(f"--slurm-gpus-per-job must be 0 or more, got {opts.slurm_gpus_per_job}")
     timeout_minutes(opts.slurm_time)
@@ -81,8 +99,8 @@ def _check_submitit(opts: LaunchOptions) -> None:
         raise ConfigError("--jobs is for the local launcher; with --launcher submitit every point is a job of "
                           "the array (limit them with --slurm-array-parallelism)")
     if importlib.util.find_spec("submitit") is None:
-        raise ConfigError("--launcher submitit needs the submitit package; pip install 'odenet[cluster]' (or "
-                          "pip install submitit)")
+        raise ConfigError("--launcher submitit needs the submitit package; from the repository root: pip install "
+                          "-e '.[cluster]' (or pip install submitit)")
     if opts.submitit_executor == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--launcher submitit found no Slurm here (no sbatch on PATH); run on a Slurm login "
                           "node, or pass --submitit-executor local to run the jobs through submitit on this machine")
@@ -105,13 +123,31 @@ def timeout_minutes(text: str) -> int:
     return minutes
 
 
+def check_on_this_machine(opts: LaunchOptions, device: str) -> None:
+    """The local launcher's options against this machine: threads it has, GPUs to share. Refused rather than
+    accepted without a word (--jobs-per-gpu on a machine without GPUs would do nothing)."""
+    if opts.launcher != "local":
+        return
+    check_threads(opts.threads_per_job, "--threads-per-job")
+    if opts.jobs_per_gpu != 1 and not visible_gpus(device):
+        where = "--set device=cpu" if device == "cpu" else "this machine has no GPU"
+        raise ConfigError(f"--jobs-per-gpu shares GPUs between points, and {where}: drop it (--jobs alone sets how "
+                          f"many points run at once)")
+    threads = point_threads(opts)
+    if opts.jobs * threads > cpu_cores():
+        print(f"note: --jobs {opts.jobs} x {threads} threads per point is more than this machine's {cpu_cores()} "
+              f"cores: points run slower, their numbers are unchanged", flush=True)
+
+
+def point_threads(opts: LaunchOptions) -> int:
+    """CPU threads of every point: --threads-per-job, else (on Slurm) --slurm-cpus-per-job, else
+    :data:`DEFAULT_THREADS`; never the cores divided by --jobs, which would make the numbers depend on --jobs."""
+    return opts.threads_per_job or (opts.slurm_cpus_per_job if opts.launcher == "submitit" else None) or \
+        DEFAULT_THREADS
+
+
 def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def threads_per_job(opts: LaunchOptions, at_once: int) -> int:
-    """Torch threads of each point: the cores divided between the points running at once."""
-    return opts.threads_per_job or max(1, cpu_cores() // max(1, at_once))
+    return interrupts.cpu_cores()
 
 
 def visible_gpus(device: str) -> list[str]:
@@ -133,17 +169,24 @@ def gpu_slots(jobs: int, per_gpu: int, gpus: list[str]) -> list[str | None]:
 
 
 class Progress:
-    """One line per finished point with its headline numbers, and a points-done bar (elapsed, ETA) on a
-    terminal."""
+    """One line per finished point with its headline numbers and its whole time (training and sweep: a
+    point's summary has its training's alone), then the time left at the mean time a point has taken so far;
+    a points-done bar on a terminal."""
 
     def __init__(self, total: int, done: int) -> None:
         self.total, self.done = total, done
+        self.started, self.finished_here = time.perf_counter(), 0
         self.bar = tqdm(total=total, initial=done, desc="grid", unit="point", file=sys.stderr, dynamic_ncols=True,
                         disable=not sys.stderr.isatty())
 
     def finished(self, record: dict[str, Any]) -> None:
-        self.done += 1
+        self.done, self.finished_here = self.done + 1, self.finished_here + 1
         tqdm.write(point_line(record, self.done, self.total), file=sys.stdout)
+        left, elapsed = self.total - self.done, time.perf_counter() - self.started
+        if left:
+            eta = minutes(elapsed / self.finished_here * left)
+            tqdm.write(f"grid: {self.done}/{self.total} points done; about {eta} left (the mean time per point so far, "
+                       f"training and sweeps; points differ)", file=sys.stdout)
         sys.stdout.flush()
         self.bar.update()
 
@@ -152,12 +195,22 @@ class Progress:
 
 
 def point_line(record: dict[str, Any], done: int, total: int) -> str:
+    """``[done/total] run: test acc, nfe_forward, time`` of a finished point, or how it failed."""
     head = f"[{done}/{total}] {record['run_name']}"
     if record["status"] != "ok":
         return (f"{head} {record['status']} (exit {record['exit_code']}): {record.get('message', '')} "
                 f"(run directory {record['run_dir']})")
-    nfe = f"{record['nfe_forward']:.1f}" if record.get("nfe_forward") is not None else "—"
-    acc = f"{record['acc']:.4f}" if record.get("acc") is not None else "—"
-    wall = record.get("wall_s")
-    wall_text = f"{wall:.1f} s" if isinstance(wall, (int, float)) and wall == wall else "—"
-    return f"{head}: test acc {acc}, nfe_forward {nfe}, {wall_text}"
+    acc = f"test acc {record['acc']:.4f}" if record.get("acc") is not None else "test acc —"
+    nfe = f", nfe_forward {record['nfe_forward']:.1f}" if record.get("nfe_forward") is not None else ""
+    train = record.get("wall_s") if isinstance(record.get("wall_s"), (int, float)) else float("nan")
+    whole = record["ended"] - record["started"] if {"started", "ended"} <= set(record) else float("nan")
+    if whole == whole:  # NaN when the record lacks a time
+        time_text = f"{whole:.0f} s in all, {train:.0f} s of it training" if train == train else f"{whole:.0f} s"
+    else:
+        time_text = f"{train:.0f} s training" if train == train else "—"
+    return f"{head}: {acc}{nfe}, {time_text}"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"

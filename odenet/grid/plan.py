@@ -19,12 +19,16 @@ import yaml
 
 from odenet.config import ConfigError, coerce, flag, opt, read_yaml
 from odenet.evaluate.sweep import EvalConfig, parse_eval_args
-from odenet.grid.launch import LaunchOptions
+from odenet.grid.launch import LaunchOptions, check_on_this_machine, point_threads
 from odenet.naming import solver_name_parts
 from odenet.registry import closest
+from odenet.run.dirs import check_writable
+from odenet.solve import refusal
 from odenet.train.config import TrainConfig, inapplicable_options, resolve_train_config
 
-RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config")
+# Options a grid sets for each run itself; "threads" (--threads-per-job) is how a run ran, not what it is, so a
+# point trained with another thread count is still that point (its numbers may differ in the last digits).
+RUN_KEYS = ("out_dir", "run_name", "resume", "progress", "config", "threads")
 SECTIONS = ("base", "grid", "eval", "out_dir", "title")
 # eval.py's options but those a grid sets per run.
 EVAL_KEYS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name not in ("checkpoint", "out", "config"))
@@ -87,12 +91,17 @@ def load_plan(args: GridArgs) -> GridPlan:
         check_eval(plan.eval, "--eval-* flags" if not args.config else f"{args.config} eval")
     if args.out_dir:
         plan.out_dir = args.out_dir
+    plan.launch = LaunchOptions.of(args)
+    check_on_this_machine(plan.launch, plan.base.get("device", TrainConfig.device))
+    check_writable(Path(plan.out_dir), "--out-dir")  # before any point: not five failed points, then exit 3
     return plan
 
 
 def _train_key(key: Any, where: str) -> str:
     name = str(key).strip().replace("-", "_")
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RUN_KEYS]
+    if name == "threads":
+        raise ConfigError(f"threads in {where} is the grid's to set: give --threads-per-job instead")
     if name not in names:
         raise ConfigError(f"unknown option {key!r} in {where}{closest(name, names)}; use train.py's option names")
     return name
@@ -171,31 +180,58 @@ def check_eval(ev: dict[str, Any], where: str) -> None:
 
 
 def expand(plan: GridPlan) -> list[TrainConfig]:
-    """Every distinct resolved run of the grid, in grid order."""
+    """Every distinct resolved run of the grid, in grid order, each with the thread count it runs with.
+
+    Raises:
+        ConfigError: a bad point, or an option given (in base or an axis) that applies to none of the points
+            it would reach (error_reg with adjoint: true): refused with train.py's sentence, not left out silently.
+    """
     hints = typing.get_type_hints(TrainConfig)
     runs: list[TrainConfig] = []
     seen: set[str] = set()
+    threads = point_threads(plan.launch)
+    base_dropped: dict[str, str] = {}
+    base_kept: set[str] = set()
     for grid in plan.grid:
         keys = list(grid)
+        dropped: dict[str, str] = {}
+        kept: set[str] = set()
         for combo in itertools.product(*(grid[k] for k in keys)):
             values = {**plan.base, **dict(zip(keys, combo))}
             values = {k: coerce(flag(k), hints[k], v) for k, v in values.items()}
-            cfg = _resolve_point(values)
-            cfg = dataclasses.replace(cfg, out_dir=plan.out_dir, progress=False,
+            cfg = _resolve_point(values, dropped, kept)
+            cfg = dataclasses.replace(cfg, out_dir=plan.out_dir, progress=False, threads=threads,
                                       run_name=run_name(cfg, [k for k in keys if k not in NAMED_KEYS]))
             key = yaml.safe_dump(comparable(cfg.to_dict()))
             if key not in seen:
                 seen.add(key)
                 runs.append(cfg)
+        _refuse_dropped({k: why for k, why in dropped.items() if k in grid and k not in kept})
+        base_dropped.update({k: why for k, why in dropped.items() if k not in grid})
+        base_kept |= {k for k in kept if k not in grid}
+    _refuse_dropped({k: why for k, why in base_dropped.items() if k not in base_kept})
     if not runs:
         raise ConfigError("the grid has no points; give every grid option at least one value")
     return runs
 
 
-def _resolve_point(values: dict[str, Any]) -> TrainConfig:
+def _resolve_point(values: dict[str, Any], dropped: dict[str, str], kept: set[str]) -> TrainConfig:
+    """The point's config, its inapplicable options left out; each given option noted as ``kept`` by this point or
+    ``dropped`` (with why) if its value would have done something."""
     drop = inapplicable_options(values)
+    for key, value in values.items():
+        if key not in drop:
+            kept.add(key)
+        elif value not in (None, False, 0, []):
+            dropped.setdefault(key, drop[key])
     values = {k: v for k, v in values.items() if k not in drop}
     return resolve_train_config(TrainConfig(**values), set(values))
+
+
+def _refuse_dropped(dropped: dict[str, str]) -> None:
+    if dropped:
+        name, why = next(iter(dropped.items()))
+        raise ConfigError(f"{refusal([name], why)} (in every point of the grid it was given for)")
 
 
 def run_name(cfg: TrainConfig, extra_keys: list[str]) -> str:

@@ -7,8 +7,10 @@ import itertools
 import shutil
 from pathlib import Path
 
-from odenet.config import ConfigError, read_yaml
+from odenet.config import ConfigError
 from odenet.grid.plan import comparable
+from odenet.run.dirs import RunLock
+from odenet.run.files import read_mapping
 from odenet.train.config import TrainConfig
 
 DONE, NEW, RESUME, RESTART = "done", "new", "resume", "restart"
@@ -24,17 +26,19 @@ def point_state(cfg: TrainConfig) -> str:
     Reads only, so that every point can be checked before any is touched.
 
     Raises:
-        ConfigError: the directory holds a run with other settings, or a config.yaml that is not one.
+        ConfigError: the directory is locked by a live run (another grid, or train.py, on this out_dir: running,
+            never crashed), or holds a run with other settings, or a config.yaml that is not one.
     """
     run_dir = run_dir_of(cfg)
     if not run_dir.exists():
         return NEW
+    holder = RunLock.holder(run_dir)
+    if holder is not None:
+        raise ConfigError(f"{run_dir} is being trained by another process (pid {holder}): another grid or train.py "
+                          f"on this out_dir; wait for it to end, or use another --out-dir")
     saved_path = run_dir / "config.yaml"
     if saved_path.is_file():
-        saved = read_yaml(saved_path, "saved run config")
-        if not isinstance(saved, dict):
-            raise ConfigError(f"{saved_path} is not a run's config (not a mapping of option: value); delete "
-                              f"{run_dir} or use another out_dir")
+        saved = read_mapping(saved_path, f"delete {run_dir} or use another out_dir", "run config")
         saved, current = comparable(saved), comparable(cfg.to_dict())
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -55,12 +59,28 @@ def prepare(cfg: TrainConfig, state: str | None = None) -> TrainConfig | None:
     if state == RESUME:
         return dataclasses.replace(cfg, resume=str(run_dir_of(cfg) / "last.pt"))
     if state == RESTART:
-        # Died before its first checkpoint: nothing to resume. Keep what it wrote, start afresh.
-        run_dir = run_dir_of(cfg)
+        move_aside(run_dir_of(cfg))
+    return cfg
+
+
+def move_aside(run_dir: Path) -> None:
+    """A run that died before its first checkpoint has nothing to resume: keep what it wrote, beside, and start
+    afresh. Moved with its lock held, so a run that started there meanwhile is refused, never moved.
+
+    Raises:
+        ConfigError: a live process holds the directory, or it got a checkpoint since it was looked at.
+    """
+    lock = RunLock(run_dir).acquire()
+    try:
+        if (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
+            raise ConfigError(f"{run_dir} got a checkpoint while the grid was starting (another grid on this out_dir?);"
+                              f" run the grid again to resume it")
         for n in itertools.count(1):
             aside = run_dir.with_name(f"{run_dir.name}.incomplete-{n}")
             if not aside.exists():
                 shutil.move(str(run_dir), aside)
+                lock.moved(aside)
                 print(f"moved an incomplete run without checkpoint aside to {aside}", flush=True)
                 break
-    return cfg
+    finally:
+        lock.release()

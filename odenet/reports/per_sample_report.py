@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odenet.errors import UserError
 from odenet.naming import class_name
 from odenet.reports.render import Report, Section, finish_figure, fmt, md_table, new_figure
+from odenet.solve import ADAPTIVE_SOLVERS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,17 +52,55 @@ def write_per_sample_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def read_per_sample_csv(path: Path) -> list[dict[str, Any]]:
-    """per_sample.csv back as typed rows (ints, floats, ``correct`` as bool)."""
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for k, v in r.items():
-            if k == "correct":
-                r[k] = v == "True"
-            elif k in INT_COLUMNS or k.startswith(("nfe_forward/", "nfe_forward_batched/")):
-                r[k] = int(float(v))
-            elif k in ("tol", "confidence"):
-                r[k] = float(v)
+    """per_sample.csv back as typed rows (ints, floats, ``correct`` as bool), each cell checked.
+
+    Raises:
+        UserError: the file cannot be read as CSV text, lacks the header or any row, or has a short row or a cell
+            that is not of its column's kind (a count below 0, a batched NFE below 1, a confidence outside
+            [0, 1], ...); one sentence naming the file, its line and the fix.
+    """
+    fix = "re-run eval.py --per-sample on the checkpoint, or delete it"
+
+    def refuse(what: str) -> UserError:
+        return UserError(f"{path} {what}; the file is damaged: {fix}")
+
+    def cell(number: int, key: str, value: str) -> Any:
+        least = 1 if key in ("nfe_forward_batched", "batch_size") or key.startswith("nfe_forward_batched/") else 0
+        try:
+            if key == "correct":
+                if value in ("True", "False"):
+                    return value == "True"
+            elif key in INT_COLUMNS or key.startswith(("nfe_forward/", "nfe_forward_batched/")):
+                whole = float(value)
+                if whole.is_integer() and whole >= least:
+                    return int(whole)
+            elif key in ("tol", "confidence"):
+                real = float(value)
+                if math.isfinite(real) and (0 < real if key == "tol" else 0 <= real <= 1):
+                    return real
+            elif key != "solver" or value in ADAPTIVE_SOLVERS:  # solved per image: adaptive solvers only
+                return value
+        except ValueError:
+            pass
+        kind = {"correct": "True or False", "tol": "a positive number", "confidence": "a number in [0, 1]",
+                "solver": "an adaptive solver's name"}.get(key, f"a whole number of at least {least}")
+        raise refuse(f"line {number} has {key} {value!r}, not {kind}")
+
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows, header = list(reader), reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise refuse(f"cannot be read as CSV text ({getattr(exc, 'strerror', None) or exc})") from None
+    missing = [c for c in PER_SAMPLE_COLUMNS if c not in header]
+    if missing or not rows:
+        raise refuse(f"has no {missing[0]} column in its first line (no per_sample.csv header)" if missing else
+                     "has a header but no rows")
+    for number, r in enumerate(rows, start=2):
+        if None in r or None in r.values():
+            raise refuse(f"line {number} has {'fewer' if None in r.values() else 'more'} cells than the header's "
+                         f"{len(header)}")
+        r.update({k: cell(number, k, v) for k, v in r.items()})
     return rows
 
 

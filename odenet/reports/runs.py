@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from odenet.errors import UserError
 from odenet.naming import run_label
-from odenet.run.metrics import MetricsError, read_metrics
+from odenet.reports.per_sample_report import by_setting, read_per_sample_csv
+from odenet.run.files import read_document
+from odenet.run.metrics import MetricsError, read_training_metrics, shown
+
+PER_SAMPLE_CSV = "per_sample.csv"
 
 
 class ReportError(UserError):
@@ -91,24 +92,181 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """The run saved in ``path``.
+    """The run saved in ``path``, every file checked before any of it is reported.
 
     Raises:
-        ReportError: ``path`` has no config.yaml, or its metrics.jsonl is damaged.
+        ReportError: ``path`` has no config.yaml; a file that cannot be read, is not valid JSON/YAML or holds
+            values of the wrong kind; or a file older than the run or sweep it would be shown beside (a
+            sweep of an earlier last.pt, per_sample.csv of an earlier sweep). One sentence naming the file
+            and the fix.
     """
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise ReportError(f"{path} is not a run directory (no config.yaml)")
-    config = yaml.safe_load((path / "config.yaml").read_text())
-    summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    sweep_path = path / "sweep.json"
-    saved = json.loads(sweep_path.read_text()) if sweep_path.is_file() else {}
+    leave_out = f"restore it, or leave {path} out of the report"
+    config = _mapping(_read(path / "config.yaml", leave_out), path / "config.yaml", "a mapping of option: value",
+                      leave_out)
+    if config.get("backbone") is None:
+        raise ReportError(f"{path / 'config.yaml'} names no backbone, so {path} is no train.py run (a dynamics "
+                          f"experiment's has its own report: odenet-dynamics report); leave it out of the report")
+    _check_kinds(config, CONFIG_KINDS, path / "config.yaml", leave_out)
     try:
-        rows = read_metrics(path / "metrics.jsonl")
+        rows = read_training_metrics(path / "metrics.jsonl")
     except MetricsError as exc:  # report callers catch one error family
-        raise ReportError(str(exc)) from exc
-    return Run(path, config, rows, summary, saved.get("rows", []), saved.get("meta") or {})
+        raise ReportError(f"{exc} (or leave {path} out of the report)") from exc
+    _check_measured(rows, path / "metrics.jsonl", config.get("solver") is not None, leave_out)
+    summary = _summary(path / "summary.json", rows) if (path / "summary.json").is_file() else None
+    sweep, meta = _sweep(path / "sweep.json", rows) if (path / "sweep.json").is_file() else ([], {})
+    _check_per_sample(path, sweep, meta)
+    return Run(path, config, rows, summary, sweep, meta)
+
+
+# What a value of each kind is; the checks name the kind when a value is not one.
+TEXT, WHOLE, NUMBER, FLAG, MAPPING, TEXTS = ("text", "a whole number", "a number", "true or false", "a mapping",
+                                             "a list of text")
+CONFIG_KINDS = {**dict.fromkeys(("backbone", "dataset", "solver", "first_step", "optimizer", "schedule", "amp",
+                                 "device", "on_solver_failure", "data_dir", "out_dir", "run_name"), TEXT),
+                **dict.fromkeys(("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
+                                 "steps", "seed", "augment_dim", "width", "max_num_steps", "per_sample_every",
+                                 "checkpoint_every", "threads", "workers"), WHOLE),
+                **dict.fromkeys(("tol", "rtol", "atol", "adjoint_tol", "t1", "lr", "momentum", "weight_decay",
+                                 "kinetic_reg", "jacobian_reg", "error_reg", "steer", "lr_gamma", "warmup_epochs",
+                                 "label_smoothing", "grad_clip"), NUMBER),
+                **dict.fromkeys(("adjoint", "seminorm", "fast_rk", "progress", "compile", "channels_last",
+                                 "data_on_device", "download", "force"), FLAG)}
+SUMMARY_KINDS = {"params": WHOLE, "best_acc": NUMBER, "best_epoch": WHOLE, "epochs_completed": WHOLE, "steps": WHOLE,
+                 "skipped_batches": WHOLE, "world_size": WHOLE, "wall_time_s": NUMBER, "rss_peak_mb": NUMBER,
+                 "test": MAPPING, "train_last_epoch": MAPPING, "config": MAPPING, "versions": MAPPING,
+                 "run_dir": TEXT, "data_source": TEXT, "device": TEXT}
+META_KINDS = {**dict.fromkeys(("checkpoint", "backbone", "dataset", "train_setting", "train_solver", "reference",
+                               "device"), TEXT),
+              **dict.fromkeys(("images", "batch_size", "act_mem_batch_size", "train_test_images", "epoch"), WHOLE),
+              "train_tol": NUMBER, "limited": FLAG, "per_sample": FLAG, "timing": MAPPING, "still_an_ode": MAPPING,
+              "config": MAPPING, "notes": TEXTS}
+SHARES = ("acc", "best_acc")  # fractions of images: between 0 and 1
+
+
+def _read(path: Path, fix: str) -> Any:
+    try:
+        return read_document(path, fix)
+    except UserError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def _mapping(value: Any, path: Path, what: str, fix: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ReportError(f"{path} holds {_kind_of(value)}, not {what}; the file is damaged: {fix}")
+    return value
+
+
+def _kind_of(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true or false", type(None): "nothing",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _is(value: Any, kind: str) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {TEXT: isinstance(value, str), WHOLE: number and isinstance(value, int) and value >= 0,
+            NUMBER: number, FLAG: isinstance(value, bool), MAPPING: isinstance(value, dict),
+            TEXTS: isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+
+
+def _check_kinds(values: dict[str, Any], kinds: dict[str, str], path: Path, fix: str, where: str = "",
+                 required: tuple[str, ...] = ()) -> None:
+    """Each of ``values``' keys named in ``kinds`` is None or of its kind (``required`` ones present and not None);
+    a share (acc) lies in [0, 1]."""
+    for key in required:
+        if values.get(key) is None:
+            raise ReportError(f"{path}{where} has no {key}; the file is damaged: {fix}")
+    for key, kind in kinds.items():
+        value = values.get(key)
+        if value is not None and not _is(value, kind):
+            raise ReportError(f"{path}{where} has {key} {shown(value)}, not {kind}; the file is damaged: {fix}")
+        if key in SHARES and value is not None and not 0 <= value <= 1:
+            raise ReportError(f"{path}{where} has {key} {shown(value)}, not a share between 0 and 1; the file is "
+                              f"damaged: {fix}")
+
+
+def _numbers(values: dict[str, Any], path: Path, where: str, fix: str, text: tuple[str, ...] = ()) -> None:
+    """Every value a number (or null, or true/false), but for the ``text`` keys (text or null)."""
+    for key, value in values.items():
+        ok = (value is None or isinstance(value, str)) if key in text else \
+            (value is None or isinstance(value, (bool, int, float)))
+        if not ok:
+            kind = "text" if key in text else "a number"
+            raise ReportError(f"{path}{where} has {key} {shown(value)}, not {kind}; the file is damaged: {fix}")
+    _check_kinds(values, dict.fromkeys(SHARES, NUMBER), path, fix, where)
+
+
+# What the report reads from every row of a split (and, of an ODE run's training rows, its solver's measurements).
+MEASURED = {"train": (), "test": ("acc",), "skipped": ()}
+MEASURED_ODE = ("nfe_forward", "nfe_backward", "act_mem_mb", "time_forward_ms")
+
+
+def _check_measured(rows: list[dict[str, Any]], path: Path, ode: bool, fix: str) -> None:
+    for number, row in enumerate(rows, start=1):
+        needed = MEASURED[row["split"]] + (MEASURED_ODE if ode and row["split"] == "train" else ())
+        lacking = [key for key in needed if key not in row]
+        if lacking:
+            raise ReportError(f"{path} line {number} lacks {lacking[0]}, which train.py writes in every "
+                              f"{row['split']} row of {'an ODE' if ode else 'a'} run; the file is damaged: {fix}")
+        _check_kinds(row, dict.fromkeys(SHARES, NUMBER), path, fix, f" line {number}")
+
+
+def _summary(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """summary.json, checked; None when it is older than the run (written at the end of fewer epochs than the
+    run has logged since: a run continued with more --epochs, not finished yet)."""
+    fix = (f"delete it (train.py --resume {path.parent / 'last.pt'} writes it again from metrics.jsonl), or leave "
+           f"{path.parent} out of the report")
+    summary = _mapping(_read(path, fix), path, "a run's summary (a mapping)", fix)
+    _check_kinds(summary, SUMMARY_KINDS, path, fix)
+    for part in ("test", "train_last_epoch"):
+        _numbers(summary.get(part) or {}, path, f" ({part})", fix, text=("split",))
+    epochs = [r["epoch"] for r in rows if r["split"] == "test"]
+    done = summary.get("epochs_completed")
+    return None if epochs and done is not None and done < max(epochs) else summary
+
+
+def _sweep(path: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """sweep.json's rows and meta, checked; refused when it is of an earlier last.pt than the run's."""
+    fix = f"re-run eval.py --checkpoint {path.parent / 'last.pt'}, or delete it"
+    saved = _mapping(_read(path, fix), path, "a sweep (a mapping with rows and meta)", fix)
+    meta = _mapping(saved.get("meta") or {}, path, "a sweep's meta (a mapping)", fix)
+    _check_kinds(meta, META_KINDS, path, fix, " (meta)")
+    sweep = saved.get("rows") or []
+    if not isinstance(sweep, list):
+        raise ReportError(f"{path} has rows that are {_kind_of(sweep)}, not a list; the file is damaged: {fix}")
+    for number, row in enumerate(sweep, start=1):
+        where = f" (row {number})"
+        _mapping(row, path, f"a sweep row (a mapping) in row {number}", fix)
+        _check_kinds(row, {"solver": TEXT, "steps": WHOLE, "images": WHOLE}, path, fix, where, required=("acc",))
+        _numbers(row, path, where, fix, text=("solver",))
+        if row.get("solver") is not None:
+            _check_kinds(row, {}, path, fix, where, required=("nfe_forward", "time_ms"))
+    epochs = [r["epoch"] for r in rows if r["split"] == "test"]
+    swept = meta.get("epoch")
+    if Path(str(meta.get("checkpoint", ""))).name == "last.pt" and swept is not None and epochs and \
+            swept < max(epochs):
+        raise ReportError(f"{path} is the sweep of the run's last.pt after epoch {swept}, but the run has trained "
+                          f"{max(epochs)} epochs since: it is out of date; {fix}")
+    return sweep, meta
+
+
+def _check_per_sample(path: Path, sweep: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """per_sample.csv beside a sweep must be that sweep's: written with --per-sample, of its settings and images."""
+    csv_path = path / PER_SAMPLE_CSV
+    if not csv_path.is_file() or not sweep:
+        return
+    fix = (f"delete it (with per_sample.json and per_sample_images.npz), or re-run eval.py --per-sample --checkpoint "
+           f"{path / 'last.pt'}")
+    stale = f"{csv_path} is older than the sweep beside it ({path / 'sweep.json'}, "
+    if meta.get("per_sample") is False:
+        raise ReportError(f"{stale}written without --per-sample): it belongs to an earlier sweep; {fix}")
+    settings = {(r.get("solver"), r.get("tol")) for r in sweep}
+    for (solver, tol), group in by_setting(read_per_sample_csv(csv_path)).items():
+        if (solver, tol) not in settings or (isinstance(meta.get("images"), int) and len(group) != meta["images"]):
+            raise ReportError(f"{stale}which has no {solver} tol {tol:g} over {len(group)} images): it belongs to an "
+                              f"earlier sweep; {fix}")
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:

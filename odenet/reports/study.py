@@ -152,11 +152,14 @@ class Matched:
     reference_fixed_step: Estimate | None
     seeds: int
     missing: list[str]
+    short_of_accuracy: int = 0  # seeds whose dopri5 curve never reaches the reference's accuracy
+    short_of_error: int = 0  # seeds whose curve never gets down to the reference's solve error
 
 
 def matched(method: Method, reference: Method) -> Matched:
     """``method`` against ``reference`` on the runs of the seeds both have."""
     acc_ratios, err_ratios, fixed, ref_fixed, missing = [], [], [], [], []
+    short = {"acc": 0, "err": 0}
     for seed in method.seeds:
         run, ref = method.run_of_seed(seed), reference.run_of_seed(seed)
         point = operating_point(ref) if ref else None
@@ -169,15 +172,17 @@ def matched(method: Method, reference: Method) -> Matched:
         theirs = nfe_to_reach(sweep_curve(ref, solver, "acc"), target)
         if ours is not None and theirs:
             acc_ratios.append(ours / theirs)
+        short["acc"] += ours is None and bool(theirs)
         if point.get("ode_error"):
             ours, theirs = (nfe_to_reach(sweep_curve(r, solver, "ode_error"), point["ode_error"],
                                          lower_is_better=True, log=True) for r in (run, ref))
             if ours is not None and theirs:
                 err_ratios.append(ours / theirs)
+            short["err"] += ours is None and bool(theirs)
         fixed.append(cheapest_fixed_step(run, target))
         ref_fixed.append(cheapest_fixed_step(ref, target))
     return Matched(method, estimate(acc_ratios), estimate(err_ratios), estimate(fixed), estimate(ref_fixed),
-                   len(method.seeds) - len(missing), missing)
+                   len(method.seeds) - len(missing), missing, short["acc"], short["err"])
 
 
 def cheapest_fixed_step(run: Run, target: float) -> float | None:
@@ -196,9 +201,18 @@ def reference_method(methods: list[Method]) -> Method | None:
     return None
 
 
-def verdict(ratio: Estimate | None) -> str:
+def _ratio_cell(ratio: Estimate | None, short: int, seeds: int) -> str:
+    text = ratio.text(".2f") if ratio else "—"
+    return text if not short else f"{text} (never reached on {short} of {seeds} seeds)" if ratio else \
+        f"never reached on {short} of {seeds} seeds"
+
+
+def verdict(ratio: Estimate | None, short: int = 0) -> str:
+    """What a ratio's interval allows to say; ``short``: seeds on which the level was never reached."""
     if ratio is None:
-        return "not measured"
+        return "never reaches the reference's level" if short else "not measured"
+    if short:
+        return "not claimed: some seeds never reach the reference's level"
     if ratio.half is None:
         return "one seed: not claimed"
     if ratio.high < 1:
@@ -215,8 +229,9 @@ def matched_table(comparisons: list[Matched], reference: Method) -> str:
              comparisons[0].reference_fixed_step.text(".1f") if comparisons and comparisons[0].reference_fixed_step
              else "—"]]
     for c in comparisons:
-        rows.append([c.method.name, str(c.seeds), c.at_accuracy.text(".2f") if c.at_accuracy else "—",
-                     verdict(c.at_accuracy), c.at_error.text(".2f") if c.at_error else "—", verdict(c.at_error),
+        rows.append([c.method.name, str(c.seeds), _ratio_cell(c.at_accuracy, c.short_of_accuracy, c.seeds),
+                     verdict(c.at_accuracy, c.short_of_accuracy),
+                     _ratio_cell(c.at_error, c.short_of_error, c.seeds), verdict(c.at_error, c.short_of_error),
                      c.fixed_step.text(".1f") if c.fixed_step else "not reached"])
     return md_table(header, rows)
 
@@ -255,9 +270,18 @@ def conclusions(methods: list[Method], reference: Method | None, comparisons: li
         parts = []
         if at_acc:
             parts.append(f"at equal accuracy it needs {at_acc.text('.2f')}× the NFE of {reference.name} "
-                         f"({verdict(at_acc)})")
+                         f"({verdict(at_acc, c.short_of_accuracy)})")
+        if c.short_of_accuracy:
+            parts.append(f"on {c.short_of_accuracy} of {c.seeds} seeds no swept tolerance reaches "
+                         f"{reference.name}'s accuracy (test accuracy {acc[c.method.name].text('.4f')} against "
+                         f"{acc[reference.name].text('.4f')})" if acc.get(c.method.name) and acc.get(reference.name)
+                         else f"on {c.short_of_accuracy} of {c.seeds} seeds no swept tolerance reaches "
+                              f"{reference.name}'s accuracy")
         if at_err:
-            parts.append(f"at equal solve error {at_err.text('.2f')}× ({verdict(at_err)})")
+            parts.append(f"at equal solve error {at_err.text('.2f')}× ({verdict(at_err, c.short_of_error)})")
+        if c.short_of_error:
+            parts.append(f"on {c.short_of_error} of {c.seeds} seeds no swept tolerance gets its solve error down "
+                         f"to {reference.name}'s")
         if parts:
             out.append(f"{c.method.name}: {'; '.join(parts)} — over {c.seeds} seed{'s' if c.seeds != 1 else ''} "
                        f"([at equal accuracy and equal solve error](#at-equal-accuracy-and-equal-solve-error)).")
@@ -295,8 +319,10 @@ def _growth(methods: list[Method]) -> list[str]:
 def unresolved(comparisons: list[Matched]) -> list[str]:
     """What the budget could not settle: comparisons whose intervals straddle 1, and missing seeds."""
     out = [f"{c.method.name} at {what}" for c in comparisons
-           for what, e in (("equal accuracy", c.at_accuracy), ("equal solve error", c.at_error))
-           if e is not None and verdict(e) == "no difference resolved"]
+           for what, e, short in (("equal accuracy", c.at_accuracy, c.short_of_accuracy),
+                                  ("equal solve error", c.at_error, c.short_of_error))
+           if e is not None and verdict(e, short) in ("no difference resolved", "one seed: not claimed")
+           or e is not None and short]
     out += [f"{c.method.name}: no comparison for {', '.join(c.missing)}" for c in comparisons if c.missing]
     return out
 

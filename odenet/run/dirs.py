@@ -88,16 +88,17 @@ def run_dir_of(config: Mapping[str, Any]) -> Path:
     return Path(out_dir) / (run_name or default_run_name(config))
 
 
-def check_writable(run_dir: Path) -> None:
-    """Fail before training if the run directory could not be written; nothing is left behind.
+def check_writable(run_dir: Path, flag: str = "--out-dir") -> None:
+    """Fail before training (or a sweep, or a grid) if ``run_dir`` could not be written; nothing is left behind.
 
     ``os.access`` alone is not enough: root passes it on ``/proc`` and on read-only mounts'
     mode bits, so a temporary file is made (and removed) in the deepest folder that exists.
+    ``flag`` is the option that chose the folder, named in the refusal.
     """
     existing = Path(run_dir)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    fix = "choose another --out-dir" if existing != Path(run_dir) else "make it writable, or copy the run elsewhere"
+    fix = f"choose another {flag}" if existing != Path(run_dir) else "make it writable, or copy the run elsewhere"
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"output directory {existing} is not writable; {fix}")
     try:
@@ -155,6 +156,30 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """Whether a live process holds ``run_dir``'s lock: its pid (or "a process"), else None. Reads only: the
+        lock is tried and, if free, let go at once; a lock file left by a crash holds no lock (the kernel
+        dropped it), so a crashed run reads as free."""
+        path = Path(run_dir) / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "a process"
+        finally:
+            os.close(fd)  # closing drops a lock this call took
+        return None
+
+    def moved(self, run_dir: Path) -> None:
+        """The locked directory was moved (with the lock held) to ``run_dir``: release the lock file there."""
+        self.path = Path(run_dir) / LOCK_NAME
 
     def release(self) -> None:
         """Drop the lock; remove its file and the folders made only for it (while still holding it)."""

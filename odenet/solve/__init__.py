@@ -19,10 +19,10 @@ This package imports only the torch-free rooms, so configs and command-line pars
 """
 
 from odenet.solve.options import (SOLVER_RULES, Applies, SolverConstraint, SolverOptions, inapplicable,
-                                  resolve_solver_options)
+                                  refusal, resolve_solver_options)
 from odenet.solve.settings import (ADAPTIVE_SOLVERS, DEFAULT_STEPS, FIXED_SOLVERS, SOLVERS, SolverError,
                                    SolverSettings, expand_tol, is_adaptive)
 
 __all__ = ["ADAPTIVE_SOLVERS", "Applies", "SOLVER_RULES", "DEFAULT_STEPS", "FIXED_SOLVERS", "SOLVERS", "SolverConstraint",
            "SolverError", "SolverOptions", "SolverSettings", "expand_tol", "inapplicable", "is_adaptive",
-           "resolve_solver_options"]
+           "refusal", "resolve_solver_options"]

@@ -209,12 +209,15 @@ def _solver(values: Mapping[str, Any], explicit: set[str], constraint: SolverCon
 def _refuse(values: Mapping[str, Any], explicit: set[str], dropped: Mapping[str, str]) -> None:
     """Refuse inapplicable options given with a value that would do something (``--no-seminorm`` is harmless)."""
     given = [name for name in dropped if name in explicit and values.get(name) not in (None, False, 0)]
-    if not given:
-        return
-    why = dropped[given[0]]
-    if why.startswith("--"):  # a rule's own whole sentence (Applies.why_*), naming the flag already
-        raise ConfigError(why)
-    raise ConfigError(f"{', '.join(_flag(n) for n in given if dropped[n] == why)} does not apply: {why}")
+    if given:
+        why = dropped[given[0]]
+        raise ConfigError(refusal([n for n in given if dropped[n] == why], why))
+
+
+def refusal(names: list[str], why: str) -> str:
+    """The sentence refusing inapplicable options ``names`` that share one reason ``why``: a rule's own whole
+    sentence (Applies.why_*, naming the flag already), or "--x does not apply: why"."""
+    return why if why.startswith("--") else f"{', '.join(_flag(n) for n in names)} does not apply: {why}"
 
 
 def _flag(name: str) -> str:

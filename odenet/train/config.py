@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from odenet.config import ConfigError, flag, opt, parse
+from odenet.config import ConfigError, coerce, flag, opt, parse
 from odenet.registry import catalogue, closest
 from odenet.run.dirs import check_run_name
 from odenet.solve import (ADAPTIVE_SOLVERS, SOLVER_RULES, Applies, SolverConstraint, SolverOptions, inapplicable,
-                          resolve_solver_options)
+                          refusal, resolve_solver_options)
 
 if TYPE_CHECKING:
     from odenet.solve import SolverSettings
@@ -92,6 +93,9 @@ class TrainConfig(SolverOptions, _BeforeSolver):
                                      "method and step control as torchdiffeq); --no-fast-rk runs torchdiffeq's own")
     seed: int = opt(0, "seed of weights, batch order and augmentation")
     device: str = opt("auto", "auto, cpu or cuda")
+    threads: int | None = opt(None, "CPU threads of torch's operations (default: torch's, the cores); float rounding, "
+                                    "so the last digits of every number, depends on it: the count that ran is "
+                                    "recorded in config.yaml (odenet-grid sets it with --threads-per-job)", metavar="T")
     out_dir: str = opt("runs", "parent folder of run directories", metavar="DIR")
     run_name: str | None = opt(None, "run directory name, inside --out-dir (default: backbone-dataset-solver-"
                                      "setting-backprop-s<seed>-<time>, e.g. odenet-mnist-dopri5-tol1e-3-direct-s0-"
@@ -149,6 +153,40 @@ LEVER_RULES: dict[str, Applies] = {
                                      "--no-fast-rk"),
 }
 TRAIN_RULES: dict[str, Applies] = {**SOLVER_RULES, **LEVER_RULES}
+EMBEDDED_DATASETS = ("mnist-5k",)  # read from an installed package (odenet/data/datasets.py), not from a folder
+INT_LIMIT = 2 ** 31 - 1  # counts and sizes beyond this overflow torch's and numpy's integers long before they run
+
+
+def recipe_inapplicable(values: Mapping[str, Any]) -> dict[str, str]:
+    """The training recipe's options that do not apply to a run (``values``, TrainConfig's defaults filling the
+    gaps), each with a whole sentence saying why and what to do; the recipe's half of :func:`inapplicable_options`."""
+    get = {**{f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+              for f in dataclasses.fields(TrainConfig)}, **values}.get
+    found = {}
+    if get("optimizer") != "sgd":
+        found["momentum"] = f"--momentum is SGD's; {get('optimizer')} has none: drop it, or use --optimizer sgd"
+    if get("schedule") != "step":
+        for name in ("milestones", "lr_gamma"):
+            found[name] = (f"{flag(name)} belongs to the step schedule; --schedule {get('schedule')} has no "
+                           f"milestones: drop it, or use --schedule step")
+    else:
+        found["warmup_epochs"] = "--warmup-epochs applies to --schedule cosine or onecycle; the step schedule has none"
+    every, epochs = get("per_sample_every"), get("epochs")
+    if isinstance(every, int) and isinstance(epochs, int) and every > epochs:
+        found["per_sample_every"] = (f"--per-sample-every {every} never comes round in a run of --epochs {epochs}; "
+                                     f"give at most {epochs}, or drop it")
+    if get("dataset") in EMBEDDED_DATASETS:
+        for name in ("data_dir", "download"):
+            found[name] = (f"{flag(name)} does not apply to {get('dataset')}, which is read from an installed "
+                           f"package, not from a folder; drop it")
+    if not get("resume"):
+        found["force"] = "--force lets a resumed run take other settings; without --resume there is none: drop it"
+    if get("backbone") not in WIDTH_BACKBONES:
+        found["width"] = f"--width applies to {', '.join(WIDTH_BACKBONES)}; drop it for {get('backbone')}"
+    if get("backbone") != "odenet":
+        found["augment_dim"] = (f"--augment-dim widens the odenet backbone's ODE state; {get('backbone')} has no such "
+                                f"option: drop it or use --backbone odenet")
+    return found
 
 
 def _backbone(values: Mapping[str, Any]) -> tuple[bool, SolverConstraint | None]:
@@ -167,7 +205,8 @@ def inapplicable_options(values: Mapping[str, Any]) -> dict[str, str]:
     to it, each with why: what train.py refuses when given and the grid leaves out of a point."""
     ode, constraint = _backbone(values)
     defaults = {k: values.get(k, getattr(TrainConfig, k)) for k in ("backbone", "solver", "adjoint", "fast_rk")}
-    return inapplicable({**values, **defaults}, ode=ode, constraint=constraint, rules=TRAIN_RULES)
+    return {**inapplicable({**values, **defaults}, ode=ode, constraint=constraint, rules=TRAIN_RULES),
+            **recipe_inapplicable(values)}
 
 
 def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
@@ -191,10 +230,15 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
     if cfg.first_step is not None:
         _check_choice("--first-step", cfg.first_step, ["auto", "reuse"])
     for name in ("width", "epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
-                 "max_num_steps", "steps", "checkpoint_every", "per_sample_every"):
+                 "max_num_steps", "steps", "checkpoint_every", "per_sample_every", "threads"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
+    for name in ("width", "epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
+                 "max_num_steps", "steps", "checkpoint_every", "per_sample_every", "workers", "augment_dim", "threads"):
+        value = getattr(cfg, name)
+        if value is not None and value > INT_LIMIT:
+            raise ConfigError(f"{flag(name)} {value:.3g} is beyond any run's reach; give at most {INT_LIMIT:,}")
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {cfg.workers}")
     if not 0 <= cfg.seed < 2 ** 32:
@@ -208,12 +252,11 @@ def resolve_train_config(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{flag(name)} must be 0 or a positive number, got {value}")
     _check_recipe(cfg)
+    given = {k: why for k, why in recipe_inapplicable(dataclasses.asdict(cfg)).items()
+             if k in explicit and getattr(cfg, k) not in (None, False, 0, [])}
+    if given:
+        raise ConfigError(refusal([next(iter(given))], next(iter(given.values()))))
     ode, constraint = _backbone(dataclasses.asdict(cfg))
-    if cfg.width is not None and cfg.backbone not in WIDTH_BACKBONES:
-        raise ConfigError(f"--width applies to {', '.join(WIDTH_BACKBONES)}; drop it for {cfg.backbone}")
-    if cfg.augment_dim and cfg.backbone != "odenet":
-        raise ConfigError(f"--augment-dim widens the odenet backbone's ODE state; {cfg.backbone} has no such "
-                          f"option: drop it or use --backbone odenet")
     changes = resolve_solver_options(dataclasses.asdict(cfg), explicit, ode=ode, constraint=constraint,
                                      rules=TRAIN_RULES)
     cfg = dataclasses.replace(cfg, **changes)
@@ -230,8 +273,6 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.grad_clip is not None and not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
         raise ConfigError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
-    if cfg.schedule == "step" and cfg.warmup_epochs:
-        raise ConfigError("--warmup-epochs applies to --schedule cosine or onecycle; the step schedule has none")
     if cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError(f"--warmup-epochs {cfg.warmup_epochs:g} leaves nothing of --epochs {cfg.epochs} to "
                           f"anneal; use fewer warm-up epochs")
@@ -253,3 +294,27 @@ def parse_train_args(argv: list[str] | None = None) -> TrainConfig:
                           description="Train an ODE-Net or ResNet image classifier, measuring NFE, memory, time and "
                                       "accuracy.")
     return resolve_train_config(cfg, explicit)
+
+
+def saved_train_config(state: dict, path: str) -> TrainConfig:
+    """The config a checkpoint (``state``, read from ``path``) was trained with, checked by the rules train.py
+    applies to its own input: what eval.py and :func:`odenet.load` rebuild the model from."""
+    saved = state["config"]
+    if not isinstance(saved, dict):
+        raise ConfigError(f"checkpoint {path} holds no readable config (a {type(saved).__name__}); pass a last.pt "
+                          f"or best.pt that train.py wrote")
+    hints = typing.get_type_hints(TrainConfig)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    values = {}
+    for key, value in saved.items():
+        if key not in names:
+            raise ConfigError(f"checkpoint {path} holds a config with the unknown key {key!r}"
+                              f"{closest(str(key), names)}; evaluate it with the odenet version that wrote it")
+        values[key] = coerce(f"{key} in the config of checkpoint {path}", hints[key], value)
+    cfg = TrainConfig(**values)
+    try:
+        resolve_train_config(cfg, set())
+    except ConfigError as exc:
+        raise ConfigError(f"checkpoint {path} holds a config train.py refuses ({exc}); pass a checkpoint train.py "
+                          f"wrote, or restore its config") from None
+    return cfg

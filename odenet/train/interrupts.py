@@ -6,19 +6,24 @@
   sentence (:class:`odenet.errors.RunFailure`), or with ``--on-solver-failure skip-batch`` skip
   it — weights, optimizer and BatchNorm statistics as they were — and carry on, up to
   ``MAX_CONSECUTIVE_SKIPS`` batches in a row.
+* :func:`build_if_it_fits` refuses a model whose weights and optimizer state alone exceed the device's memory
+  before any is allocated, and :func:`out_of_memory` turns an allocation that fails anyway (activations
+  grow with NFE and batch) into one sentence (:class:`odenet.errors.RunFailure`), the run's files kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from odenet.errors import Interrupted, RunFailure, StoppedAtOnce
+from odenet.errors import ConfigError, Interrupted, RunFailure, StoppedAtOnce
 from odenet.solve import SolverError
 
 MAX_CONSECUTIVE_SKIPS = 20
@@ -109,3 +114,67 @@ class FailurePolicy:
         gave_up = f" ({MAX_CONSECUTIVE_SKIPS} batches in a row)" if self.consecutive else ""
         raise RunFailure(f"training stopped at epoch {epoch}, step {step}{gave_up}: {what}; "
                          f"{checkpoint_note(self.last_checkpoint)}; try {remedy}, or --on-solver-failure skip-batch")
+
+
+# What a failed allocation says: torch's CPU allocator, CUDA's caching allocator, Python's own.
+ALLOCATION_MARKS = ("DefaultCPUAllocator", "can't allocate memory", "not enough memory", "out of memory")
+BYTES_PER_PARAMETER = 16  # float32 weights, their gradients and AdamW's two moments (SGD's momentum: fewer)
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in ALLOCATION_MARKS))
+
+
+@contextlib.contextmanager
+def out_of_memory(what: str, kept: str, remedy: str) -> Iterator[None]:
+    """An allocation that fails inside the block → RunFailure: "``what`` ran out of memory (...); ``kept``; try
+    ``remedy``"; any other error passes through."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not is_allocation_failure(exc):
+            raise
+        detail = (str(exc).strip().splitlines() or ["MemoryError"])[0]
+        detail = detail.split("DefaultCPUAllocator: ", 1)[-1].split(". ")[0][:160]
+        raise RunFailure(f"{what} ran out of memory ({detail}); {kept}; try {remedy}") from None
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, flag: str) -> None:
+    """More CPU threads than cores only slow each other down: refused, in one sentence naming ``flag``."""
+    if threads is not None and threads > cpu_cores():
+        raise ConfigError(f"{flag} {threads} is more than this machine's {cpu_cores()} cores; give at most "
+                          f"{cpu_cores()}")
+
+
+def device_memory(device: torch.device) -> int | None:
+    """The device's memory in bytes (a GPU's, or the machine's RAM for the CPU); None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def build_if_it_fits(build: Callable[[], nn.Module], device: torch.device,
+                     remedy: str = "use a smaller --width or --augment-dim") -> nn.Module:
+    """``build()`` the model, after building it on the meta device (shapes only, nothing allocated) and refusing it
+    when its parameters' :data:`BYTES_PER_PARAMETER` alone exceed the device's memory (activations come on top).
+
+    Raises:
+        ConfigError: the model cannot fit; ``remedy`` names the options that shrink it.
+    """
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build().parameters())
+    need, have = params * BYTES_PER_PARAMETER, device_memory(device)
+    if have is not None and need > have:
+        raise ConfigError(f"the model has {params:,} parameters: {need / 2 ** 30:,.1f} GiB for its weights, gradients "
+                          f"and optimizer state alone, more than the {have / 2 ** 30:,.1f} GiB of {device.type} memory "
+                          f"here; {remedy}")
+    return build()

@@ -18,14 +18,17 @@ import torch
 from torch import nn
 
 from odenet.config import ConfigError, flag
-from odenet.run.checkpoint import CheckpointError
+from odenet.run.checkpoint import CheckpointError, damaged, load_weights, mismatch
 from odenet.train.config import TrainConfig
 
 # Options that may change between a run and its resumption; any other difference is refused
 # unless --force: it would silently make the resumed half a different experiment.
 RESUMABLE_CHANGES = ("epochs", "resume", "force", "progress", "device", "workers", "data_dir", "download", "out_dir",
                      "run_name", "test_batch_size", "limit_test_batches", "checkpoint_every", "on_solver_failure",
-                     "compile", "per_sample_every")
+                     "compile", "per_sample_every", "threads")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass
@@ -94,17 +97,104 @@ def checkpoint_state(progress: Progress, model: nn.Module, optimizer, scheduler,
             "config": config, "metrics": {"best_acc": p.best_acc, "best_epoch": p.best_epoch, "skipped": p.skipped}}
 
 
+def check_resumable(state: dict[str, Any], path: str, cfg: TrainConfig | None = None) -> None:
+    """A checkpoint's metrics and RNG states are what train.py writes (its counters and config:
+    :func:`~odenet.run.checkpoint.load_checkpoint`), checked before anything is read from them or any file of the
+    run is touched (the model, optimizer and schedule: by :func:`restore_state`).
+
+    With ``cfg``, then the run's settings against it (:func:`check_resume_config`).
+
+    Raises:
+        CheckpointError: an entry of another kind (epoch as text, metrics without best_acc, an RNG state without
+            its numpy part, ...): one sentence naming the checkpoint and the entry.
+        ConfigError: ``cfg`` differs from the run's settings (without --force).
+    """
+    plain = (type(None), bool, int, float, str)
+    odd = [k for k, v in state["config"].items() if not isinstance(k, str) or not (
+        isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v)))]
+    if odd:
+        raise damaged(path, f"its config's {str(odd[0])[:40]!r} is not a plain value")
+    fresh = checkpoint_state(Progress(), nn.Identity(), _Empty(), _Empty(), torch.Generator().get_state(), {})
+    saved = state["metrics"]  # older checkpoints lack "skipped"
+    metrics = {k: v for k, v in fresh["metrics"].items() if k != "skipped" or (isinstance(saved, dict) and k in saved)}
+    problem = mismatch(saved, metrics, "metrics", exact=False)
+    rng = {k: v for k, v in state["rng"].items() if k != "cuda"} if isinstance(state["rng"], dict) else state["rng"]
+    problem = problem or mismatch(rng, {k: v for k, v in fresh["rng"].items() if k != "cuda"}, "rng")  # GPU only
+    if problem:
+        raise damaged(path, problem)
+    if cfg is not None:
+        check_resume_config(state["config"], cfg, path)
+
+
+class _Empty:
+    """A stand-in optimizer or schedule for :func:`check_resumable`'s fresh state (only metrics and rng are read)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
 def restore_state(state: dict[str, Any], path: str, model: nn.Module, optimizer, scheduler,
                   loader_gen: torch.Generator) -> Progress:
-    """Load a checkpoint's weights, optimizer, schedule and RNG states; returns where training stood."""
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]}); resume with "
-                          f"the run's settings") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    restore_rng(state["rng"], loader_gen)
+    """Load a checkpoint's weights, optimizer, schedule and RNG states; returns where training stood.
+
+    Each entry is checked against what this run would write before it is loaded, so a damaged one is one
+    sentence here, not a traceback from deep inside a later training step.
+
+    Raises:
+        CheckpointError: an entry that does not fit (:func:`check_resumable` first).
+    """
+    check_resumable(state, path)
+    load_weights(model, state, path, "resume with the run's settings")
+    _restore(path, "optimizer", lambda: _load_optimizer(optimizer, state["optimizer"], path))
+    _restore(path, "scheduler", lambda: _load_schedule(scheduler, state["scheduler"], path))
+    _restore(path, "rng", lambda: restore_rng(state["rng"], loader_gen))
     m = state["metrics"]
     return Progress(state["epoch"], state["step"], m["best_acc"], m["best_epoch"], state.get("batches_done", 0),
                     m.get("skipped", 0))
+
+
+def _restore(path: str, entry: str, load) -> None:
+    """``load()``, any error of a damaged value (a state torch cannot set) turned into one sentence."""
+    try:
+        load()
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:150]
+        raise damaged(path, f"its {entry} state cannot be restored: {first}") from None
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: Any, path: str) -> None:
+    """The optimizer's state, checked: hyperparameters of the same kinds, one state per parameter of its shape."""
+    fresh = optimizer.state_dict()
+    problem = mismatch(saved, {"state": {}, "param_groups": fresh["param_groups"]}, "optimizer", exact=False)
+    if problem:
+        raise damaged(path, problem)
+    too_large = [f"{k} {v!r}" for group in saved["param_groups"] for k, value in group.items() if k != "params"
+                 for v in (value if isinstance(value, (list, tuple)) else [value])
+                 if isinstance(v, float) and not abs(v) <= FLOAT32_MAX]
+    if too_large:  # torch's optimizers compute in float32: beyond its range a step fails, not a number
+        raise damaged(path, f"its optimizer's {too_large[0]} is not a finite float32 number")
+    optimizer.load_state_dict(saved)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                # A state is tensors (momentum_buffer None before the first step; step a number in older torch).
+                if not (isinstance(value, torch.Tensor) or value is None or (
+                        key == "step" and isinstance(value, (int, float)) and not isinstance(value, bool))):
+                    raise damaged(path, f"its optimizer's {key} is a {type(value).__name__}, not a tensor")
+                if isinstance(value, torch.Tensor) and key != "step" and (value.shape, value.dtype) != (
+                        param.shape, param.dtype):
+                    raise damaged(path, f"its optimizer's {key} is a {value.dtype} tensor of shape "
+                                        f"{tuple(value.shape)} where the model's parameter is {param.dtype} of "
+                                        f"{tuple(param.shape)}: the optimizer of another model")
+
+
+def _load_schedule(scheduler, saved: Any, path: str) -> None:
+    """The schedule's state, checked against a fresh one's (its entries become the scheduler's attributes)."""
+    problem = mismatch(saved, scheduler.state_dict(), "scheduler", exact=False)
+    methods = [k for k in saved if callable(getattr(type(scheduler.torch), str(k), None))] if isinstance(saved, dict) \
+        else []
+    if problem or methods:
+        raise damaged(path, problem or f"scheduler has an unexpected entry {methods[0]!r}")
+    scheduler.load_state_dict(saved)

@@ -7,12 +7,13 @@ from the last checkpoint, bit for bit on CPU); turns solver blow-ups into one ex
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import json
 import sys
 import time
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from odenet.config import ConfigError
@@ -22,17 +23,18 @@ from odenet.models.ode import reset_nfe
 from odenet.solve import SolverError
 from odenet.run.checkpoint import load_checkpoint, save_checkpoint
 from odenet.run.dirs import claim_run_dir
-from odenet.run.files import write_config, write_json
+from odenet.run.files import read_mapping, write_config, write_json
 from odenet.run.log import PER_SAMPLE_FILE, RunLogger
-from odenet.run.metrics import kept_rows, read_metrics, truncate_epoch_rows, truncate_metrics
+from odenet.run.metrics import kept_epoch_lines, kept_rows, read_metrics, truncate_epoch_rows, truncate_metrics
 from odenet.train import distributed
 from odenet.train.build import (build_data, build_model, compile_settings, configure_backends, seed_everything,
                                 setup_process, speed_up)
 from odenet.train.config import TrainConfig
-from odenet.train.interrupts import FailurePolicy, StopSignals, checkpoint_note
+from odenet.train.interrupts import (FailurePolicy, StopSignals, build_if_it_fits, check_threads, checkpoint_note,
+                                     out_of_memory)
 from odenet.train.optim import apply_optimizer_settings, build_optimizer, build_schedule, steps_per_epoch
 from odenet.train.per_sample_view import PerSampleWatch
-from odenet.train.resume import Progress, check_resume_config, checkpoint_state, restore_state
+from odenet.train.resume import Progress, check_resumable, checkpoint_state, restore_state
 from odenet.train.step import NonFiniteLossError, evaluate, to_device, train_step
 from odenet.train.summary import epoch_line, last_epoch_rows, run_header, run_summary
 
@@ -47,12 +49,13 @@ class Trainer:
         # Every check before any write: the checkpoint first (a wrong --resume fails fast), then the metrics.
         saved = load_checkpoint(resume_from, map_location=self.device, required=RESUME_KEYS) if resume_from else None
         if saved is not None:
-            check_resume_config(saved["config"], cfg, resume_from)
+            check_resumable(saved, resume_from, cfg)
             kept_rows(self.run_dir / "metrics.jsonl", saved["step"], saved["epoch"], saved.get("batches_done", 0))
+            kept_epoch_lines(self.run_dir / PER_SAMPLE_FILE, saved["epoch"])
         seed_everything(cfg.seed)
         configure_backends(cfg)
         self.data = build_data(cfg, self.device, self.dist.rank, self.dist.world_size)
-        self.raw_model = build_model(cfg, self.data).to(self.device)
+        self.raw_model = build_if_it_fits(lambda: build_model(cfg, self.data), self.device).to(self.device)
         speed_up(self.raw_model, channels_last=cfg.channels_last, amp=cfg.amp, compile=cfg.compile)
         self.model = distributed.wrap(self.dist, self.raw_model, self.device)
         self.params = list(self.model.parameters())
@@ -68,7 +71,7 @@ class Trainer:
         self.n_params = sum(p.numel() for p in self.raw_model.parameters())
         self.signals = StopSignals(self.run_dir / "last.pt")
         self.failures = FailurePolicy(cfg.on_solver_failure, self.raw_model, self.run_dir / "last.pt")
-        self.eta = TimeEstimate(self.device.type == "cpu")
+        self.eta = TimeEstimate(self.device.type == "cpu", cfg)
         self.per_sample = PerSampleWatch(cfg.per_sample_every, self.data.test, self.device, cfg.channels_last)
 
     # ------------------------------------------------------------------ checkpoints
@@ -91,7 +94,7 @@ class Trainer:
                       f"larger --epochs to train on)")
             return finished_summary(self)
         logger = self._open_logger()
-        self._say(run_header(self.run_dir, cfg, self.data, self.n_params, self.device, self.dist.world_size,
+        self._say(run_opening(self.run_dir, cfg, self.data, self.n_params, self.device, self.dist.world_size,
                              f" | resumed from {self.resumed_from} at step {p.step}" if self.resumed_from else ""))
         started, last_train, test, completed = time.perf_counter(), [], {}, False
         try:
@@ -123,7 +126,7 @@ class Trainer:
             p.best_acc, p.best_epoch = test["acc"], epoch
             self._save("best.pt")
         self._save("last.pt")
-        self._say(epoch_line(epoch, self.cfg.epochs, last_train, test))
+        self._say(epoch_report(self.eta, epoch, self.cfg.epochs, last_train, test))
         self._say(per_image)
         if epoch < self.cfg.epochs:  # a signal during the last evaluation: the run is complete anyway
             self._check_signal(epoch)
@@ -220,7 +223,7 @@ class Trainer:
     # ------------------------------------------------------------------ reporting
     def _say(self, text: str | None) -> None:
         if text and self.dist.is_main:
-            print(text, flush=True)
+            say(text)
 
     def summary(self, last_train: list[dict], test: dict[str, Any], wall_s: float) -> dict[str, Any]:
         p = self.progress
@@ -237,7 +240,7 @@ def finished_summary(trainer: Trainer) -> dict[str, Any]:
     """
     path = trainer.run_dir / "summary.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_mapping(path, "delete it, and resume again to write it anew from metrics.jsonl", "run summary")
     last_train, test = last_epoch_rows(read_metrics(trainer.run_dir / "metrics.jsonl"), trainer.progress.epoch)
     summary = trainer.summary(last_train, test, float("nan"))
     if trainer.dist.is_main:
@@ -246,13 +249,16 @@ def finished_summary(trainer: Trainer) -> dict[str, Any]:
 
 
 class TimeEstimate:
-    """After a CPU process's first AFTER_STEPS steps: 'about N min for E epochs', if that is MIN_S or more."""
+    """A CPU run's time left: after its first AFTER_STEPS steps, from their pace (training steps only, said so),
+    if that is MIN_S or more; after each epoch, from the epochs so far (training and evaluation)."""
 
     AFTER_STEPS = 10
     MIN_S = 60.0  # shorter runs say nothing
 
-    def __init__(self, cpu: bool) -> None:
+    def __init__(self, cpu: bool, cfg: TrainConfig | None = None) -> None:
         self.cpu, self.steps, self.started = cpu, 0, time.perf_counter()
+        self.limited = bool(cfg and cfg.limit_train_batches)
+        self.epochs_started, self.epochs_done = time.perf_counter(), 0
 
     def step(self, steps_left: int, epochs: int) -> str | None:
         """Count one step; the estimate once ``AFTER_STEPS`` are done (``steps_left`` after this one).
@@ -265,17 +271,60 @@ class TimeEstimate:
         if not self.cpu or self.steps != self.AFTER_STEPS:
             return None
         per_step = (time.perf_counter() - self.started) / (self.AFTER_STEPS - 1)
-        return eta_line(per_step, steps_left, epochs, self.MIN_S)
+        return eta_line(per_step, steps_left, epochs, self.MIN_S, self.limited)
+
+    def epoch(self, epoch: int, epochs: int) -> str | None:
+        """After an epoch's evaluation: the time left for the other epochs at this session's pace, if MIN_S or more."""
+        self.epochs_done += 1
+        left = (time.perf_counter() - self.epochs_started) / self.epochs_done * (epochs - epoch)
+        if not self.cpu or left < self.MIN_S:
+            return None
+        rest = f"epoch {epochs}" if epoch + 1 == epochs else f"epochs {epoch + 1}-{epochs}"
+        return f"about {_amount(left)} left for {rest} (training and evaluations, at the pace so far)"
 
 
-def eta_line(seconds_per_step: float, steps_left: int, epochs: int, min_s: float = 0.0) -> str | None:
-    """The estimate's sentence (training steps only; evaluations not counted), or None under ``min_s``."""
+def _amount(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def eta_line(seconds_per_step: float, steps_left: int, epochs: int, min_s: float = 0.0,
+             limited: bool = False) -> str | None:
+    """The first estimate's sentence (training steps only, as it says; each epoch's line then gives the time left
+    with evaluations), or None under ``min_s``. ``limited``: --limit-train-batches is set already."""
     total = seconds_per_step * steps_left
     if total < min_s:
         return None
-    amount = f"{total / 60:.0f} min" if total < 5400 else f"{total / 3600:.1f} h"
-    return (f"about {amount} for {epochs} epochs at {seconds_per_step:.2f} s per step on the CPU (training steps "
-            f"only; --device cuda, --limit-train-batches or fewer --epochs for less)")
+    less = "--device cuda or fewer --epochs" if limited else "--device cuda, --limit-train-batches or fewer --epochs"
+    return (f"about {_amount(total)} for {epochs} epochs at {seconds_per_step:.2f} s per step on the CPU (training "
+            f"steps only; {less} for less)")
+
+
+def say(text: str) -> None:
+    """A console line above the progress bar, never inside it (tqdm clears the bar, prints, redraws it)."""
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def run_opening(run_dir, cfg: TrainConfig, *facts: Any) -> str:
+    """The run's first line (:func:`run_header`), and a note when a step schedule will never decay the rate."""
+    line = run_header(run_dir, cfg, *facts)
+    if cfg.schedule == "step" and cfg.milestones and min(cfg.milestones) >= cfg.epochs:
+        span = "its one epoch" if cfg.epochs == 1 else f"all {cfg.epochs} epochs"
+        line += (f"\nnote: the learning rate stays {cfg.lr:g} for {span}: --schedule step lowers it "
+                 f"at epochs {','.join(map(str, cfg.milestones))} (--milestones), which this run does not reach; for "
+                 f"a short run use --schedule onecycle (the fast recipe, configs/*-fast.yaml) or earlier --milestones")
+    return line
+
+
+def epoch_report(eta: TimeEstimate, epoch: int, epochs: int, train: list[dict], test: dict[str, Any]) -> str:
+    """The epoch's line, with the regularisers' unweighted values where a run has them, and the time left."""
+    line = epoch_line(epoch, epochs, train, test)
+    regs = [key for key in ("reg_kinetic", "reg_jacobian", "reg_error") if train and key in train[0]]
+    if regs:
+        means = {key: sum(r[key] for r in train) / len(train) for key in regs}
+        line = line.replace(" | test ", " " + " ".join(f"{k} {v:.4g}" for k, v in means.items()) + " | test ", 1)
+    left = eta.epoch(epoch, epochs)
+    return f"{line}\n{left}" if left else line
 
 
 def write_failure(exc: OSError, where: str, run_dir, started: bool) -> RunFailure | UserError:
@@ -306,10 +355,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run with the same --run-name is refused instead of interleaving its rows with this one's.
     """
     dist, device = setup_process(cfg)
+    check_threads(cfg.threads, "--threads")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cfg = dataclasses.replace(cfg, threads=torch.get_num_threads())  # what ran, in config.yaml and checkpoints
     try:
         run_dir, resume_from, lock = claim_run_dir(cfg.to_dict(), lock=dist.is_main)
         try:
-            return Trainer(cfg, dist, device, run_dir, resume_from).fit()
+            with out_of_memory(f"training in {run_dir}", checkpoint_note(run_dir / "last.pt") + " and the run's "
+                               "files are intact", "a smaller --batch-size, --width or --augment-dim, or --adjoint "
+                               "(memory that does not grow with the number of steps)"):
+                return Trainer(cfg, dist, device, run_dir, resume_from).fit()
         finally:
             if lock is not None:
                 lock.release()
