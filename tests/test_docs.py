@@ -55,9 +55,14 @@ def test_the_first_hour_names_files_that_exist():
         assert yaml.safe_load((ROOT / path).read_text())["dataset"] == "mnist-5k"
 
 
-def test_the_headline_has_its_place_and_its_source():
-    assert "<!-- headline: filled from results/study-fashion-mnist -->" in README
-    assert "(docs/study.md)" in README.split("## Headline", 1)[1].split("\n## ", 1)[0]
+def test_the_headline_quotes_its_committed_report():
+    headline = README.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    source = re.search(r"<!-- headline: filled from (results/[\w.-]+) -->", headline).group(1)
+    assert (ROOT / source / "report.md").is_file()
+    report = "".join(p.read_text() for p in sorted((ROOT / "results").glob("*/report.md")))  # every study's
+    assert "(docs/study.md)" in headline
+    numbers = re.findall(r"\d+\.\d+ ± \d+\.\d+", headline)
+    assert numbers and all(n in report for n in numbers), [n for n in numbers if n not in report]
 
 
 @pytest.mark.parametrize("page", [ROOT / "README.md", *USER_PAGES], ids=lambda p: p.name)
@@ -97,3 +102,10 @@ def test_the_site_builds_strictly(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     api = (tmp_path / "api" / "index.html").read_text()
     assert "TrainedModel" in api and "ODEBlock" in api and "SolverSettings" in api
+
+
+def test_the_study_page_quotes_the_committed_reports():
+    page = (ROOT / "docs" / "study.md").read_text()
+    reports = "".join(p.read_text() for p in sorted((ROOT / "results").glob("*/report.md")))
+    numbers = re.findall(r"\d+\.\d+ ± \d+\.\d+", page)
+    assert len(numbers) > 20 and all(n in reports for n in numbers), [n for n in numbers if n not in reports]

@@ -50,12 +50,12 @@ def mnist_run(tmp_path_factory):
 def batch_of_one_counts(run, tol: float, images: list[int]) -> dict[int, tuple[int, int, int]]:
     """(nfe_forward, accepted, rejected) of each image solved alone by the checkpoint's ODE blocks (ODEBlock)."""
     from odenet.data import build_loaders
-    from odenet.evaluate.sweep import _train_config
+    from odenet.train.config import saved_train_config
     from odenet.models.ode import read_nfe, reset_nfe
     from odenet.train.build import build_model
 
     state = load_checkpoint(str(run / "last.pt"), map_location="cpu")
-    cfg = _train_config(state, str(run / "last.pt"))
+    cfg = saved_train_config(state, str(run / "last.pt"))
     data = build_loaders(cfg.dataset, batch_size=cfg.batch_size, test_batch_size=cfg.test_batch_size,
                          data_dir=None)
     model = build_model(cfg, data)

@@ -129,3 +129,47 @@ def test_a_lever_that_never_reaches_the_references_accuracy_is_said_so_not_left_
         in report.sections[1].text
     assert "on 3 of 3 seeds no swept tolerance reaches ODE-Net's accuracy (test accuracy 0.8500 ± 0.0000 against " \
            "0.9000 ± 0.0000)" in report.sections[0].text
+
+
+def test_curves_already_at_the_target_at_their_loosest_tolerance_claim_nothing(tmp_path):
+    base = {"dataset": "mnist-5k", "epochs": 2, "batch_size": 512, "test_batch_size": 1000, "backbone": "odenet-mlp",
+            "solver": "dopri5", "tol": 1e-3, "rtol": 1e-3, "atol": 1e-3, "adjoint": False, "first_step": "auto"}
+    flat = [(1e-1, 14, 0.95, 1e-2), (1e-2, 14, 0.95, 5e-3), (1e-3, 20, 0.95, 1e-3)]
+    for seed in range(3):
+        write_run(tmp_path, f"plain-s{seed}", {**base, "seed": seed}, 0.95, 20, flat)
+        write_run(tmp_path, f"reuse-s{seed}", {**base, "first_step": "reuse", "seed": seed}, 0.95, 19,
+                  [(t, n - 1, a, e) for t, n, a, e in flat])
+    reference, [reuse] = compare_all(group_methods(find_runs([tmp_path])))
+    assert reuse.at_accuracy.mean == pytest.approx(13 / 14) and reuse.at_loosest == 3  # 13 vs 14: first points
+    matched = combined_report(find_runs([tmp_path])).sections[1].text
+    assert "| 0.93 ± 0.00 | not claimed: both at the target already at the loosest tolerance swept |" in matched
+
+
+def test_the_headline_figure_cuts_an_nfe_interval_at_the_fewest_a_seed_took(tmp_path):
+    base = {"dataset": "mnist-5k", "epochs": 2, "batch_size": 512, "test_batch_size": 1000, "backbone": "odenet-mlp",
+            "solver": "dopri5", "tol": 1e-3, "rtol": 1e-3, "atol": 1e-3, "adjoint": False, "first_step": "auto"}
+    for seed, nfe in enumerate((26, 26, 230)):  # mean 94, a t-interval of ±253: it would reach below 0
+        write_run(tmp_path, f"err-s{seed}", {**base, "error_reg": 1.0, "seed": seed}, 0.8, nfe, PLAIN)
+    for seed in range(3):
+        write_run(tmp_path, f"plain-s{seed}", {**base, "seed": seed}, 0.95, 20, PLAIN)
+    ax = combined_report(find_runs([tmp_path])).figures["headline"].axes[0]
+    bars = [c.get_segments() for c in ax.collections if c.get_segments() and
+            abs(c.get_segments()[0][0][1] - c.get_segments()[0][1][1]) < 1e-12]  # horizontal: the NFE bars
+    spans = sorted({(seg[0][0][0], seg[0][1][0]) for seg in bars})
+    wide = [span for span in spans if span[1] > span[0]]  # zero-length bars are the seeds' equal values
+    assert wide == [(pytest.approx(26), pytest.approx(94 + estimate([26, 26, 230]).half))]
+    assert ax.get_xscale() == "log"  # 94 against 20: the far method does not squeeze the rest
+
+
+def test_a_study_without_levers_shows_the_reference_sweep_and_its_cheapest_settings(tmp_path):
+    base = {"dataset": "fashion-mnist", "epochs": 2, "batch_size": 128, "test_batch_size": 1000}
+    ode = {**base, "backbone": "odenet", "solver": "dopri5", "tol": 1e-3, "rtol": 1e-3, "atol": 1e-3,
+           "adjoint": False, "first_step": "auto"}
+    for seed in range(3):
+        write_run(tmp_path, f"plain-s{seed}", {**ode, "seed": seed}, 0.90, 20, PLAIN)
+        write_run(tmp_path, f"resnet-s{seed}", {**base, "backbone": "resnet", "solver": None, "seed": seed}, 0.91, None)
+    report = combined_report(find_runs([tmp_path]))
+    sweep = next(s for s in report.sections if s.title == "The test-time sweep")
+    # accuracy 0.90 at 1e-3 (20 NFE); 0.899 is crossed at 14 + 0.9·6 = 19.4 NFE; rk4's one step (4 NFE) has 0.90
+    assert "| ODE-Net | 3 | 20.0 ± 0.0 | 19.4 ± 0.0 | 4.0 ± 0.0 |" in sweep.text and "matched" in report.figures
+    assert "a fixed-step solver (rk4 or Euler) needs 4.0 ± 0.0 NFE against 20.0 ± 0.0" in report.sections[0].text

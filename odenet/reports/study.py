@@ -113,9 +113,10 @@ def table1_by_method(methods: list[Method]) -> str:
 
 def sweep_curve(run: Run, solver: str, key: str) -> list[tuple[float, float]]:
     """(nfe_forward, ``key``) of ``run``'s sweep rows of ``solver``, by increasing NFE."""
-    points = [(r["nfe_forward"], r[key]) for r in run.sweep
-              if r.get("solver") == solver and r.get("nfe_forward") is not None and r.get(key) is not None]
-    return sorted(points)
+    rows = [r for r in run.sweep
+            if r.get("solver") == solver and r.get("nfe_forward") is not None and r.get(key) is not None]
+    # along increasing NFE; at equal NFE the looser tolerance first (the order the solver meets them)
+    return [(r["nfe_forward"], r[key]) for r in sorted(rows, key=lambda r: (r["nfe_forward"], -(r.get("tol") or 0)))]
 
 
 def nfe_to_reach(points: list[tuple[float, float]], target: float, *, lower_is_better: bool = False,
@@ -153,13 +154,14 @@ class Matched:
     seeds: int
     missing: list[str]
     short_of_accuracy: int = 0  # seeds whose dopri5 curve never reaches the reference's accuracy
+    at_loosest: int = 0  # seeds on which both curves are at the accuracy target already at the loosest tolerance
     short_of_error: int = 0  # seeds whose curve never gets down to the reference's solve error
 
 
 def matched(method: Method, reference: Method) -> Matched:
     """``method`` against ``reference`` on the runs of the seeds both have."""
     acc_ratios, err_ratios, fixed, ref_fixed, missing = [], [], [], [], []
-    short = {"acc": 0, "err": 0}
+    short = {"acc": 0, "err": 0, "loosest": 0}
     for seed in method.seeds:
         run, ref = method.run_of_seed(seed), reference.run_of_seed(seed)
         point = operating_point(ref) if ref else None
@@ -173,6 +175,8 @@ def matched(method: Method, reference: Method) -> Matched:
         if ours is not None and theirs:
             acc_ratios.append(ours / theirs)
         short["acc"] += ours is None and bool(theirs)
+        curves = [sweep_curve(r, solver, "acc") for r in (run, ref)]
+        short["loosest"] += all(curves) and (ours, theirs) == (curves[0][0][0], curves[1][0][0])  # at their fewest NFE
         if point.get("ode_error"):
             ours, theirs = (nfe_to_reach(sweep_curve(r, solver, "ode_error"), point["ode_error"],
                                          lower_is_better=True, log=True) for r in (run, ref))
@@ -182,13 +186,38 @@ def matched(method: Method, reference: Method) -> Matched:
         fixed.append(cheapest_fixed_step(run, target))
         ref_fixed.append(cheapest_fixed_step(ref, target))
     return Matched(method, estimate(acc_ratios), estimate(err_ratios), estimate(fixed), estimate(ref_fixed),
-                   len(method.seeds) - len(missing), missing, short["acc"], short["err"])
+                   len(method.seeds) - len(missing), missing, short_of_accuracy=short["acc"],
+                   short_of_error=short["err"], at_loosest=short["loosest"])
 
 
 def cheapest_fixed_step(run: Run, target: float) -> float | None:
     """The fewest NFE of a fixed-step sweep row (rk4, euler, ...) whose accuracy reaches ``target``."""
     fixed = [r["nfe_forward"] for r in run.sweep if r.get("steps") and r.get("acc", 0) >= target]
     return min(fixed) if fixed else None
+
+
+def own_cheapest(method: Method) -> tuple[Estimate | None, Estimate | None, Estimate | None]:
+    """Over ``method``'s seeds, each run against its own accuracy at the training tolerance (less ACC_SLACK): the
+    NFE at the training tolerance, the fewest NFE of its adaptive solver's sweep reaching that accuracy, and the
+    fewest of a fixed-step row."""
+    at_training, adaptive, fixed = [], [], []
+    for run in method.runs:
+        point = operating_point(run)
+        if point is None:
+            continue
+        target = point["acc"] - ACC_SLACK
+        at_training.append(point["nfe_forward"])
+        adaptive.append(nfe_to_reach(sweep_curve(run, run.config["solver"], "acc"), target))
+        fixed.append(cheapest_fixed_step(run, target))
+    return estimate(at_training), estimate(adaptive), estimate(fixed)
+
+
+def own_cheapest_table(method: Method) -> str:
+    at_training, adaptive, fixed = own_cheapest(method)
+    cell = lambda e: e.text(".1f") if e else "not reached"  # noqa: E731
+    return md_table(["method", "seeds", "NFE at the training tolerance", "fewest dopri5 NFE at that accuracy",
+                     "fewest fixed-step NFE at that accuracy"],
+                    [[method.name, str(len(method.runs)), cell(at_training), cell(adaptive), cell(fixed)]])
 
 
 def reference_method(methods: list[Method]) -> Method | None:
@@ -199,6 +228,15 @@ def reference_method(methods: list[Method]) -> Method | None:
                 and not any(c.get(k) for k in ("kinetic_reg", "jacobian_reg", "error_reg", "steer", "augment_dim")):
             return m
     return None
+
+
+def accuracy_verdict(c: Matched) -> str:
+    """:func:`verdict` of the NFE ratio at equal accuracy, unless the sweep never crossed the target: when both
+    models are at it already at their fewest NFE (the loosest tolerances swept), the ratio compares those first
+    points, not where the curves reach the target."""
+    if c.at_loosest and c.at_loosest == c.seeds and not c.short_of_accuracy:
+        return "not claimed: both at the target already at the loosest tolerance swept"
+    return verdict(c.at_accuracy, c.short_of_accuracy)
 
 
 def _ratio_cell(ratio: Estimate | None, short: int, seeds: int) -> str:
@@ -230,7 +268,7 @@ def matched_table(comparisons: list[Matched], reference: Method) -> str:
              else "—"]]
     for c in comparisons:
         rows.append([c.method.name, str(c.seeds), _ratio_cell(c.at_accuracy, c.short_of_accuracy, c.seeds),
-                     verdict(c.at_accuracy, c.short_of_accuracy),
+                     accuracy_verdict(c),
                      _ratio_cell(c.at_error, c.short_of_error, c.seeds), verdict(c.at_error, c.short_of_error),
                      c.fixed_step.text(".1f") if c.fixed_step else "not reached"])
     return md_table(header, rows)
@@ -270,7 +308,7 @@ def conclusions(methods: list[Method], reference: Method | None, comparisons: li
         parts = []
         if at_acc:
             parts.append(f"at equal accuracy it needs {at_acc.text('.2f')}× the NFE of {reference.name} "
-                         f"({verdict(at_acc, c.short_of_accuracy)})")
+                         f"({accuracy_verdict(c)})")
         if c.short_of_accuracy:
             parts.append(f"on {c.short_of_accuracy} of {c.seeds} seeds no swept tolerance reaches "
                          f"{reference.name}'s accuracy (test accuracy {acc[c.method.name].text('.4f')} against "
@@ -285,14 +323,17 @@ def conclusions(methods: list[Method], reference: Method | None, comparisons: li
         if parts:
             out.append(f"{c.method.name}: {'; '.join(parts)} — over {c.seeds} seed{'s' if c.seeds != 1 else ''} "
                        f"([at equal accuracy and equal solve error](#at-equal-accuracy-and-equal-solve-error)).")
-    if comparisons and comparisons[0].reference_fixed_step and reference:
-        point = reference.over_seeds(lambda r: (operating_point(r) or {}).get("nfe_forward"))
-        if point:
-            out.append(f"A fixed-step solver reaches {reference.name}'s accuracy with "
-                       f"{comparisons[0].reference_fixed_step.text('.1f')} NFE, against {point.text('.1f')} NFE of "
-                       f"dopri5 at the training tolerance: for accuracy alone the test-time solve can be far "
-                       f"cheaper than the adaptive solver makes it "
-                       f"([at equal accuracy and equal solve error](#at-equal-accuracy-and-equal-solve-error)).")
+    if reference:
+        at_training, adaptive, fixed = own_cheapest(reference)
+        where = ("[at equal accuracy and equal solve error](#at-equal-accuracy-and-equal-solve-error)" if comparisons
+                 else "[the test-time sweep](#the-test-time-sweep)")
+        for setting, e in (("dopri5 at a looser tolerance", adaptive), ("a fixed-step solver (rk4 or Euler)", fixed)):
+            if at_training and e and e.mean < at_training.mean:
+                claim = ("cheaper (95% intervals apart)" if e.separates(at_training)
+                         else "the intervals overlap: not claimed cheaper")
+                out.append(f"For {reference.name}'s own accuracy at the training tolerance (less {100 * ACC_SLACK:g} "
+                           f"point), {setting} needs {e.text('.1f')} NFE against {at_training.text('.1f')} at the "
+                           f"training tolerance: {claim} ({where}).")
     out += _growth(methods)
     return out
 
@@ -318,11 +359,15 @@ def _growth(methods: list[Method]) -> list[str]:
 
 def unresolved(comparisons: list[Matched]) -> list[str]:
     """What the budget could not settle: comparisons whose intervals straddle 1, and missing seeds."""
+    floor = {c.method.name for c in comparisons if c.at_loosest and c.at_loosest == c.seeds and not c.short_of_accuracy}
     out = [f"{c.method.name} at {what}" for c in comparisons
            for what, e, short in (("equal accuracy", c.at_accuracy, c.short_of_accuracy),
                                   ("equal solve error", c.at_error, c.short_of_error))
-           if e is not None and verdict(e, short) in ("no difference resolved", "one seed: not claimed")
-           or e is not None and short]
+           if (e is not None and verdict(e, short) in ("no difference resolved", "one seed: not claimed")
+               or e is not None and short) and not (what == "equal accuracy" and c.method.name in floor)]
+    out += [f"{c.method.name} at equal accuracy: the sweep's loosest tolerance is already accurate enough for both "
+            f"models; a looser one (or the fixed-step rows) is needed to find where they part"
+            for c in comparisons if c.method.name in floor]
     out += [f"{c.method.name}: no comparison for {', '.join(c.missing)}" for c in comparisons if c.missing]
     return out
 
@@ -345,7 +390,9 @@ def study_sections(methods: list[Method]) -> tuple[list, dict]:
             f"activation memory (MiB of tensors saved for backward per step) and seconds of training steps; "
             f"{caption}. Times are sums of the training steps' `time_step_ms`, comparable only within one table "
             f"(the runs shared the machine with each other and with other work); *noisy* marks a method whose seeds' "
-            f"times differ by more than {100 * NOISY_SPREAD:g}% of their mean, which is load, not the method.\n\n"
+            f"times differ by more than {100 * NOISY_SPREAD:g}% of their mean, which is load, not the method. In "
+            f"the figure an NFE bar stops at the fewest NFE a seed took (a t-interval of a few seeds can reach "
+            f"below it).\n\n"
             + headline_table(methods)
             + ("\n\n**What the numbers show**\n\n" + "\n".join(f"- {s}" for s in found) if found else ""))
     sections = [Section("Headline", text, ["headline"])]
@@ -361,6 +408,12 @@ def study_sections(methods: list[Method]) -> tuple[list, dict]:
             f"error). Ratios are means over seeds ± 95% interval; *cheaper* or *dearer* only where the interval "
             f"excludes 1. The last column is the fewest NFE of a fixed-step rk4 or Euler row reaching that "
             f"accuracy.\n\n" + matched_table(comparisons, reference), ["matched"]))
+    elif reference:
+        figures["matched"] = fig_matched(methods, caption)
+        sections.append(Section("The test-time sweep", f"{reference.name}'s test accuracy and ODE block solve error "
+                                f"(against a float64 solve at a tolerance 100 times tighter) across the test-time "
+                                f"sweep, mean over seeds ± 95% interval; {caption}.\n\n"
+                                + own_cheapest_table(reference), ["matched"]))
     sections.append(Section("NFE over training", f"Mean NFE per training step in each epoch, mean over seeds with "
                                                  f"its 95% band; {caption}.", ["nfe_over_training"]))
     sections.append(Section("Table 1", "Chen et al. 2018's Table 1 columns per method (mean ± 95% interval over "
