@@ -10,7 +10,7 @@ import yaml
 
 from odenet.reports import combined_report, find_runs
 from odenet.reports.seeds import estimate, group_methods, t975
-from odenet.reports.study import compare_all, nfe_to_reach
+from odenet.reports.matched import compare_all, nfe_to_reach
 
 PLAIN = [(1e-1, 8, 0.80, 1e-1), (1e-2, 14, 0.89, 1e-2), (1e-3, 20, 0.90, 1e-3), (1e-5, 32, 0.90, 1e-5)]
 LEVER = [(1e-1, 8, 0.85, 5e-2), (1e-2, 10, 0.90, 5e-3), (1e-3, 14, 0.90, 5e-4), (1e-5, 26, 0.90, 5e-6)]
