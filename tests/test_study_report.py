@@ -71,6 +71,11 @@ def test_methods_group_runs_that_differ_only_by_seed(study):
         ("ResNet", [0, 1, 2]), ("ODE-Net", [0, 1, 2]), ("ODE-Net + kinetic 0.01", [0, 1, 2])]
 
 
+def test_a_runs_thread_count_does_not_make_it_another_method(study):
+    study[0].config["threads"], study[1].config["threads"] = 1, 2  # --threads-per-job: how it ran, not what it is
+    assert [len(m.runs) for m in group_methods(study)] == [3, 3, 3]
+
+
 def test_nfe_at_equal_accuracy_and_solve_error_against_the_plain_model(study):
     reference, [kin] = compare_all(group_methods(study))
     assert reference.name == "ODE-Net"

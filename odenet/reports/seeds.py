@@ -19,9 +19,10 @@ from odenet.reports.runs import Run
 # Two-sided 95% quantiles of Student's t, by degrees of freedom (n - 1 for n seeds).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-# Keys that say where or how a run was launched, not what was trained.
+# Keys that say where or how a run was launched, not what was trained (the thread count changes the last digits
+# of float sums, not the method; the per-image view leaves training bit for bit unchanged).
 LAUNCH_KEYS = ("seed", "run_name", "out_dir", "resume", "force", "progress", "device", "workers", "data_dir",
-               "download", "config", "checkpoint_every")
+               "download", "config", "checkpoint_every", "threads", "per_sample_every")
 
 
 def t975(dof: int) -> float:

@@ -61,7 +61,12 @@ def fig_headline(methods: list[Method], caption: str) -> Figure:
                     label=m.name)
         spans.append(nfe.mean)
     if spans and min(spans) > 0 and max(spans) / min(spans) > 4:  # one method far out: a log axis keeps the rest apart
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 10, 20, 50, 100: plain numbers, not 3×10¹
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     return finish_figure(fig, ax)
 
 

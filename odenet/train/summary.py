@@ -29,6 +29,9 @@ def epoch_line(epoch: int, epochs: int, train: list[dict], test: dict[str, Any])
         text += f" nfe_forward {mean('nfe_forward'):.1f} nfe_backward {mean('nfe_backward'):.1f}"
     if train:
         text += f" act_mem_mb {mean('act_mem_mb'):.1f}"
+    for key in ("reg_kinetic", "reg_jacobian", "reg_error"):  # unweighted, where the run has the regulariser
+        if train and key in train[0]:
+            text += f" {key} {mean(key):.4g}"
     text += f" | test loss {test['loss']:.4f} acc {test['acc']:.4f}"
     if "nfe_forward" in test:
         text += f" nfe_forward {test['nfe_forward']:.1f}"

@@ -317,12 +317,8 @@ def run_opening(run_dir, cfg: TrainConfig, *facts: Any) -> str:
 
 
 def epoch_report(eta: TimeEstimate, epoch: int, epochs: int, train: list[dict], test: dict[str, Any]) -> str:
-    """The epoch's line, with the regularisers' unweighted values where a run has them, and the time left."""
+    """The epoch's line (:func:`epoch_line`) and the time left."""
     line = epoch_line(epoch, epochs, train, test)
-    regs = [key for key in ("reg_kinetic", "reg_jacobian", "reg_error") if train and key in train[0]]
-    if regs:
-        means = {key: sum(r[key] for r in train) / len(train) for key in regs}
-        line = line.replace(" | test ", " " + " ".join(f"{k} {v:.4g}" for k, v in means.items()) + " | test ", 1)
     left = eta.epoch(epoch, epochs)
     return f"{line}\n{left}" if left else line
 
